@@ -1,1 +1,15 @@
-//! placeholder
+//! The agent-runner container, in one place for `xtask` and the `stigmer` CLI.
+//!
+//! Three layers, as at every docker edge of this project: plain data ([`spec`], [`inputs`]),
+//! pure functions from that data to argument lists and from docker's output to typed state
+//! ([`spec::ContainerSpec::run_args`], [`inspect`]), and one thin module that spawns
+//! processes ([`docker`]). [`lifecycle`] combines them into idempotent start and stop.
+
+pub mod docker;
+pub mod engine;
+pub mod http;
+pub mod inputs;
+pub mod inspect;
+pub mod lifecycle;
+pub mod paths;
+pub mod spec;

@@ -1,0 +1,441 @@
+//! The image's inputs and the rebuild decision.
+//!
+//! Every input that changes what the agent-runner image holds gets a digest: the
+//! Dockerfile, `.dockerignore`, `pyproject.toml`, `poetry.lock`, the source tree under
+//! `src/`, the base image's ID and the build arguments. The image carries them as labels;
+//! comparing them with the working tree decides whether to rebuild and says why. Only
+//! declared inputs are read: no walk ever enters a virtual environment, a cache or `target/`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use walkdir::WalkDir;
+
+use crate::spec::hex;
+
+/// The hex SHA-256 of `poetry.lock`'s bytes.
+pub const POETRY_LOCK_LABEL: &str = "dev.stigmer.poetry-lock.sha256";
+/// The digest over the whole manifest.
+pub const INPUTS_LABEL: &str = "dev.stigmer.inputs.sha256";
+/// The per-input manifest as JSON, so a decision can name what changed.
+pub const MANIFEST_LABEL: &str = "dev.stigmer.inputs.manifest";
+
+/// Files at the top of the service directory that are inputs, in manifest order.
+pub const INPUT_FILES: [&str; 4] = [
+    "Dockerfile",
+    ".dockerignore",
+    "pyproject.toml",
+    "poetry.lock",
+];
+/// The source tree copied into the image.
+pub const SOURCE_DIR: &str = "src";
+pub const BASE_IMAGE_INPUT: &str = "base image";
+pub const BUILD_ARGS_INPUT: &str = "build args";
+
+/// One file of the source tree and its digest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceFile {
+    pub path: String,
+    pub sha256: String,
+}
+
+/// The source tree's files and the digest over all of them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceTree {
+    pub digest: String,
+    pub files: Vec<SourceFile>,
+}
+
+impl SourceTree {
+    /// Paths added, removed or changed between `older` and this tree.
+    pub fn changed_since(&self, older: &SourceTree) -> Vec<String> {
+        let old: BTreeMap<&str, &str> = older
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.sha256.as_str()))
+            .collect();
+        let new: BTreeMap<&str, &str> = self
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.sha256.as_str()))
+            .collect();
+        let mut changed: Vec<String> = new
+            .iter()
+            .filter(|(path, digest)| old.get(*path) != Some(*digest))
+            .map(|(path, _)| path.to_string())
+            .collect();
+        changed.extend(
+            old.keys()
+                .filter(|path| !new.contains_key(*path))
+                .map(|path| format!("{path} (removed)")),
+        );
+        changed.sort();
+        changed
+    }
+}
+
+/// Input name → digest (or the literal value, for the base image ID and build arguments).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct InputManifest {
+    pub entries: BTreeMap<String, String>,
+}
+
+impl InputManifest {
+    /// Hashes the declared inputs of the service at `service_dir`.
+    pub fn from_tree(
+        service_dir: &Path,
+        base_image_id: &str,
+        build_args: &BTreeMap<String, String>,
+    ) -> Result<(InputManifest, SourceTree)> {
+        let mut entries = BTreeMap::new();
+        for name in INPUT_FILES {
+            let path = service_dir.join(name);
+            let bytes = fs::read(&path).with_context(|| {
+                format!(
+                    "reading {}: the agent-runner image cannot be built without it",
+                    path.display()
+                )
+            })?;
+            entries.insert(name.to_string(), sha256_hex(&bytes));
+        }
+        let tree = hash_source_tree(&service_dir.join(SOURCE_DIR))?;
+        entries.insert(format!("{SOURCE_DIR}/"), tree.digest.clone());
+        entries.insert(BASE_IMAGE_INPUT.to_string(), base_image_id.to_string());
+        let args: Vec<String> = build_args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        entries.insert(BUILD_ARGS_INPUT.to_string(), args.join(" "));
+        Ok((InputManifest { entries }, tree))
+    }
+
+    /// The digest over every entry, used as the image's inputs label and, later, its tag.
+    pub fn digest(&self) -> String {
+        let mut hasher = Sha256::new();
+        for (name, value) in &self.entries {
+            hasher.update(name.as_bytes());
+            hasher.update([0]);
+            hasher.update(value.as_bytes());
+            hasher.update([b'\n']);
+        }
+        hex(&hasher.finalize())
+    }
+
+    /// The labels `docker build --label` puts on the image.
+    pub fn labels(&self) -> Vec<(String, String)> {
+        let manifest = serde_json::to_string(&self.entries).unwrap_or_default();
+        vec![
+            (
+                POETRY_LOCK_LABEL.to_string(),
+                self.entries.get("poetry.lock").cloned().unwrap_or_default(),
+            ),
+            (INPUTS_LABEL.to_string(), self.digest()),
+            (MANIFEST_LABEL.to_string(), manifest),
+        ]
+    }
+
+    /// Reads the manifest back from an image's labels; `None` when the image has none.
+    pub fn from_labels(labels: &BTreeMap<String, String>) -> Option<InputManifest> {
+        let entries = serde_json::from_str(labels.get(MANIFEST_LABEL)?).ok()?;
+        Some(InputManifest { entries })
+    }
+}
+
+/// Hashes every file under `dir` except Python's byte-code caches, which `.dockerignore`
+/// keeps out of the image too.
+pub fn hash_source_tree(dir: &Path) -> Result<SourceTree> {
+    if !dir.is_dir() {
+        bail!(
+            "{} is missing: the agent-runner's sources must be there",
+            dir.display()
+        );
+    }
+    let mut files = Vec::new();
+    let walk = WalkDir::new(dir)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|entry| entry.file_name() != "__pycache__");
+    for entry in walk {
+        let entry = entry.with_context(|| format!("walking {}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy();
+        if !entry.file_type().is_file() || name.ends_with(".pyc") || name.ends_with(".pyo") {
+            continue;
+        }
+        let relative = entry
+            .path()
+            .strip_prefix(dir)
+            .context("walkdir yields paths under its root")?;
+        let bytes = fs::read(entry.path())
+            .with_context(|| format!("reading {}", entry.path().display()))?;
+        files.push(SourceFile {
+            path: relative.to_string_lossy().replace('\\', "/"),
+            sha256: sha256_hex(&bytes),
+        });
+    }
+    let mut hasher = Sha256::new();
+    for file in &files {
+        hasher.update(file.path.as_bytes());
+        hasher.update([0]);
+        hasher.update(file.sha256.as_bytes());
+        hasher.update([b'\n']);
+    }
+    Ok(SourceTree {
+        digest: hex(&hasher.finalize()),
+        files,
+    })
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// One input whose digest differs between the image and the working tree.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InputChange {
+    pub input: String,
+    pub image: Option<String>,
+    pub tree: String,
+}
+
+impl fmt::Display for InputChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let old = self
+            .image
+            .as_deref()
+            .map_or_else(|| "none".to_string(), short);
+        write!(f, "{} changed: {old} → {}", self.input, short(&self.tree))
+    }
+}
+
+/// Abbreviates digests (`3f2a…`) and leaves other values whole.
+fn short(value: &str) -> String {
+    let digest = value.strip_prefix("sha256:").unwrap_or(value);
+    if digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit()) {
+        format!("{}…", &digest[..4])
+    } else if value.is_empty() {
+        "none".to_string()
+    } else {
+        value.to_string()
+    }
+}
+
+/// Whether the image must be rebuilt, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum RebuildDecision {
+    UpToDate,
+    ImageMissing,
+    /// The image exists but carries no manifest: it was not built by this tool.
+    Unlabelled,
+    Changed {
+        changes: Vec<InputChange>,
+    },
+}
+
+impl RebuildDecision {
+    pub fn decide(
+        tree: &InputManifest,
+        image_labels: Option<&BTreeMap<String, String>>,
+    ) -> RebuildDecision {
+        let Some(labels) = image_labels else {
+            return RebuildDecision::ImageMissing;
+        };
+        let Some(image) = InputManifest::from_labels(labels) else {
+            return RebuildDecision::Unlabelled;
+        };
+        if labels.get(INPUTS_LABEL) == Some(&tree.digest()) && image == *tree {
+            return RebuildDecision::UpToDate;
+        }
+        let mut changes: Vec<InputChange> = tree
+            .entries
+            .iter()
+            .filter(|(name, value)| image.entries.get(*name) != Some(*value))
+            .map(|(name, value)| InputChange {
+                input: name.clone(),
+                image: image.entries.get(name).cloned(),
+                tree: value.clone(),
+            })
+            .collect();
+        // An input the image knew of but the tree no longer declares still forces a build.
+        changes.extend(
+            image
+                .entries
+                .iter()
+                .filter(|(name, _)| !tree.entries.contains_key(*name))
+                .map(|(name, value)| InputChange {
+                    input: name.clone(),
+                    image: Some(value.clone()),
+                    tree: String::new(),
+                }),
+        );
+        RebuildDecision::Changed { changes }
+    }
+
+    pub fn needs_build(&self) -> bool {
+        !matches!(self, RebuildDecision::UpToDate)
+    }
+}
+
+impl fmt::Display for RebuildDecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RebuildDecision::UpToDate => write!(f, "up to date"),
+            RebuildDecision::ImageMissing => write!(f, "no image yet"),
+            RebuildDecision::Unlabelled => write!(
+                f,
+                "the image carries no input labels (not built by cargo xtask)"
+            ),
+            RebuildDecision::Changed { changes } => {
+                let parts: Vec<String> = changes.iter().map(ToString::to_string).collect();
+                write!(f, "{}", parts.join("; "))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn service_dir() -> (PathBuf, impl Drop) {
+        struct Cleanup(PathBuf);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                let _ = fs::remove_dir_all(&self.0);
+            }
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "inputs-test-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        fs::create_dir_all(dir.join("src/agent_runner/__pycache__")).unwrap();
+        for (name, text) in [
+            ("Dockerfile", "FROM x\n"),
+            (".dockerignore", "*\n"),
+            ("pyproject.toml", "[tool]\n"),
+            ("poetry.lock", "# lock\n"),
+        ] {
+            fs::write(dir.join(name), text).unwrap();
+        }
+        fs::write(dir.join("src/agent_runner/__init__.py"), "").unwrap();
+        fs::write(dir.join("src/agent_runner/main.py"), "print('hi')\n").unwrap();
+        fs::write(
+            dir.join("src/agent_runner/__pycache__/main.cpython-311.pyc"),
+            "junk",
+        )
+        .unwrap();
+        (dir.clone(), Cleanup(dir))
+    }
+
+    fn rand_suffix() -> u128 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    }
+
+    fn args() -> BTreeMap<String, String> {
+        BTreeMap::from([("BASE_IMAGE".to_string(), "python:3.11-slim".to_string())])
+    }
+
+    #[test]
+    fn poetry_lock_label_is_the_sha256_of_its_bytes() {
+        let (dir, _cleanup) = service_dir();
+        let (manifest, _) = InputManifest::from_tree(&dir, "sha256:base", &args()).unwrap();
+        let labels: BTreeMap<String, String> = manifest.labels().into_iter().collect();
+        // printf '# lock\n' | sha256sum
+        assert_eq!(labels[POETRY_LOCK_LABEL], sha256_hex(b"# lock\n"));
+        assert_eq!(labels[POETRY_LOCK_LABEL].len(), 64);
+        assert_eq!(InputManifest::from_labels(&labels), Some(manifest.clone()));
+        assert_eq!(
+            RebuildDecision::decide(&manifest, Some(&labels)),
+            RebuildDecision::UpToDate
+        );
+    }
+
+    #[test]
+    fn touching_a_file_changes_nothing_but_editing_names_it() {
+        let (dir, _cleanup) = service_dir();
+        let (before, tree_before) = InputManifest::from_tree(&dir, "sha256:base", &args()).unwrap();
+        let labels: BTreeMap<String, String> = before.labels().into_iter().collect();
+        // Rewriting the same bytes (a touch, a checkout) leaves every digest alone.
+        fs::write(dir.join("poetry.lock"), "# lock\n").unwrap();
+        fs::write(
+            dir.join("src/agent_runner/__pycache__/main.cpython-311.pyc"),
+            "other junk",
+        )
+        .unwrap();
+        let (same, _) = InputManifest::from_tree(&dir, "sha256:base", &args()).unwrap();
+        assert_eq!(
+            RebuildDecision::decide(&same, Some(&labels)),
+            RebuildDecision::UpToDate
+        );
+
+        fs::write(dir.join("src/agent_runner/main.py"), "print('bye')\n").unwrap();
+        let (edited, tree_after) = InputManifest::from_tree(&dir, "sha256:base", &args()).unwrap();
+        let decision = RebuildDecision::decide(&edited, Some(&labels));
+        let RebuildDecision::Changed { changes } = &decision else {
+            panic!("{decision:?}")
+        };
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].input, "src/");
+        assert_eq!(
+            tree_after.changed_since(&tree_before),
+            vec!["agent_runner/main.py".to_string()]
+        );
+    }
+
+    #[test]
+    fn the_reason_line_abbreviates_digests() {
+        let (dir, _cleanup) = service_dir();
+        let (before, _) = InputManifest::from_tree(&dir, "sha256:base", &args()).unwrap();
+        let labels: BTreeMap<String, String> = before.labels().into_iter().collect();
+        fs::write(dir.join("poetry.lock"), "# lock 2\n").unwrap();
+        let (after, _) = InputManifest::from_tree(&dir, "sha256:base", &args()).unwrap();
+        let old = &sha256_hex(b"# lock\n")[..4];
+        let new = &sha256_hex(b"# lock 2\n")[..4];
+        assert_eq!(
+            RebuildDecision::decide(&after, Some(&labels)).to_string(),
+            format!("poetry.lock changed: {old}… → {new}…")
+        );
+    }
+
+    #[test]
+    fn base_image_and_build_args_are_inputs() {
+        let (dir, _cleanup) = service_dir();
+        let (before, _) = InputManifest::from_tree(&dir, "sha256:base", &args()).unwrap();
+        let labels: BTreeMap<String, String> = before.labels().into_iter().collect();
+        let other_args = BTreeMap::from([(
+            "BASE_IMAGE".to_string(),
+            "stigmer-python-base:3.11-bookworm".to_string(),
+        )]);
+        let (after, _) = InputManifest::from_tree(&dir, "sha256:other", &other_args).unwrap();
+        let text = RebuildDecision::decide(&after, Some(&labels)).to_string();
+        assert_eq!(text, "base image changed: sha256:base → sha256:other; build args changed: BASE_IMAGE=python:3.11-slim → BASE_IMAGE=stigmer-python-base:3.11-bookworm");
+    }
+
+    #[test]
+    fn missing_and_foreign_images() {
+        let (dir, _cleanup) = service_dir();
+        let (manifest, _) = InputManifest::from_tree(&dir, "sha256:base", &args()).unwrap();
+        assert_eq!(
+            RebuildDecision::decide(&manifest, None),
+            RebuildDecision::ImageMissing
+        );
+        assert_eq!(
+            RebuildDecision::decide(&manifest, Some(&BTreeMap::new())),
+            RebuildDecision::Unlabelled
+        );
+    }
+
+    #[test]
+    fn a_missing_input_is_a_clear_error() {
+        let (dir, _cleanup) = service_dir();
+        fs::remove_file(dir.join("Dockerfile")).unwrap();
+        let err = InputManifest::from_tree(&dir, "sha256:base", &args()).unwrap_err();
+        assert!(format!("{err:#}").contains("Dockerfile"), "{err:#}");
+    }
+}

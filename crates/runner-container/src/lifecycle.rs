@@ -1,0 +1,469 @@
+//! Idempotent start, readiness, stop and log access for the agent-runner container.
+//!
+//! The daemon is the source of truth: the container is found by exact name or ID with
+//! `docker inspect` and judged by its labels; the ID file beside `daemon.pid` is only a
+//! cache. A container that merely has our name but not our label is never stopped or
+//! removed: the caller gets an error that says what to do.
+
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::docker::{args, Docker};
+use crate::http;
+use crate::inspect::{parse_containers, parse_images, Container, ContainerState, Image, RunStatus};
+use crate::paths::DataDir;
+use crate::spec::{ContainerSpec, HostUser, DATA_DIR_LABEL, IMAGE_USER_ID, STOP_GRACE_SECONDS};
+
+/// Looks up one container by exact name or ID.
+pub fn inspect_container(docker: &Docker, name_or_id: &str) -> Result<ContainerState> {
+    let captured = docker.capture(&args(["inspect", "--type", "container", name_or_id]))?;
+    // A missing container prints `[]` and exits 1; anything unparsable is a real failure.
+    match parse_containers(&captured.stdout) {
+        Ok(containers) => Ok(ContainerState::from_containers(containers)),
+        Err(_) => bail!(
+            "`docker inspect {name_or_id}` failed: {}",
+            captured.stderr_tail()
+        ),
+    }
+}
+
+/// Looks up one image by reference or ID; `None` when the engine does not have it.
+pub fn inspect_image(docker: &Docker, reference: &str) -> Result<Option<Image>> {
+    let captured = docker.capture(&args(["image", "inspect", reference]))?;
+    match parse_images(&captured.stdout) {
+        Ok(mut images) => Ok(images.pop()),
+        Err(_) => bail!(
+            "`docker image inspect {reference}` failed: {}",
+            captured.stderr_tail()
+        ),
+    }
+}
+
+/// The message for a container that has our name but is not ours.
+pub fn foreign_container_message(container: &Container) -> String {
+    format!(
+        "a container named `{name}` ({id}) exists but was not created by Stigmer: it lacks the label \
+         dev.stigmer.managed=true, so it was left untouched.\n\
+         Rename or remove it yourself if you are sure it is not needed (`docker rm -f {name}`), \
+         or choose another name with STIGMER_RUNNER_CONTAINER.",
+        name = container.name,
+        id = container.short_id()
+    )
+}
+
+/// What [`ensure_running`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartOutcome {
+    /// Already running from the wanted image and configuration, and answering: left alone.
+    AlreadyRunning {
+        id: String,
+    },
+    Started {
+        id: String,
+    },
+    Replaced {
+        id: String,
+        reason: String,
+    },
+}
+
+impl StartOutcome {
+    pub fn id(&self) -> &str {
+        match self {
+            StartOutcome::AlreadyRunning { id }
+            | StartOutcome::Started { id }
+            | StartOutcome::Replaced { id, .. } => id,
+        }
+    }
+
+    pub fn started_something(&self) -> bool {
+        !matches!(self, StartOutcome::AlreadyRunning { .. })
+    }
+}
+
+/// Makes the container with `spec` run from `image_id`: leaves a matching, answering
+/// container alone, replaces one of ours that is outdated, refuses a foreign one.
+pub fn ensure_running(
+    docker: &Docker,
+    spec: &ContainerSpec,
+    image_id: &str,
+    data_dir: &DataDir,
+    host_user: HostUser,
+) -> Result<StartOutcome> {
+    remove_orphans(docker, data_dir, &spec.name)?;
+    let reason = match inspect_container(docker, &spec.name)? {
+        ContainerState::Foreign(container) => bail!(foreign_container_message(&container)),
+        ContainerState::Absent => None,
+        ContainerState::Ours(container) => {
+            let reason = match replacement_reason(&container, spec, image_id) {
+                None if health(spec.health_port, Duration::from_millis(500)).is_ok() => {
+                    write_id_file(data_dir, &container.id)?;
+                    return Ok(StartOutcome::AlreadyRunning { id: container.id });
+                }
+                None => "it runs but its health endpoint does not answer".to_string(),
+                Some(reason) => reason,
+            };
+            remove_container(docker, &container.id)?;
+            Some(reason)
+        }
+    };
+    let id = start(docker, spec, data_dir, host_user)?;
+    Ok(match reason {
+        None => StartOutcome::Started { id },
+        Some(reason) => StartOutcome::Replaced { id, reason },
+    })
+}
+
+/// Why a container of ours must be replaced, or `None` when it is what `spec` asks for.
+pub fn replacement_reason(
+    container: &Container,
+    spec: &ContainerSpec,
+    image_id: &str,
+) -> Option<String> {
+    if container.image_id != image_id {
+        return Some(format!(
+            "it runs an older image ({})",
+            short(&container.image_id)
+        ));
+    }
+    if container.config_digest() != Some(spec.config_digest().as_str()) {
+        return Some("its configuration changed".to_string());
+    }
+    if container.status != RunStatus::Running {
+        return Some(
+            format!(
+                "it is {:?} (exit code {})",
+                container.status, container.exit_code
+            )
+            .to_lowercase(),
+        );
+    }
+    None
+}
+
+fn short(id: &str) -> &str {
+    let id = id.strip_prefix("sha256:").unwrap_or(id);
+    &id[..id.len().min(12)]
+}
+
+/// Creates the workspace and runs the container; on failure nothing of it is left behind.
+pub fn start(
+    docker: &Docker,
+    spec: &ContainerSpec,
+    data_dir: &DataDir,
+    host_user: HostUser,
+) -> Result<String> {
+    prepare_workspace(&data_dir.workspace(), host_user)?;
+    let captured = docker.capture(&spec.run_args())?;
+    if !captured.success {
+        // `docker run` may have created the container before failing to start it.
+        if let ContainerState::Ours(container) = inspect_container(docker, &spec.name)? {
+            docker.capture(&args(["rm", "--force", &container.id]))?;
+        }
+        bail!(
+            "starting the agent-runner container failed:\n{}",
+            captured.stderr_tail()
+        );
+    }
+    let id = captured.stdout.trim().to_string();
+    write_id_file(data_dir, &id)?;
+    Ok(id)
+}
+
+/// The workspace must exist before docker mounts it (docker would create it owned by root),
+/// and must be writable by the container's user.
+fn prepare_workspace(workspace: &Path, host_user: HostUser) -> Result<()> {
+    fs::create_dir_all(workspace)
+        .with_context(|| format!("creating the workspace {}", workspace.display()))?;
+    if host_user.uid == 0 {
+        // Root on the host runs the container as the image's user (see HostUser::container_user).
+        std::os::unix::fs::chown(workspace, Some(IMAGE_USER_ID), Some(IMAGE_USER_ID))
+            .with_context(|| {
+                format!(
+                    "handing {} to the container's user {IMAGE_USER_ID}",
+                    workspace.display()
+                )
+            })?;
+    }
+    Ok(())
+}
+
+/// Removes containers of ours for this data directory that have another name: left by a
+/// crashed or renamed run. Containers of other data directories (another checkout, a test)
+/// and foreign containers are never touched.
+pub fn remove_orphans(docker: &Docker, data_dir: &DataDir, keep_name: &str) -> Result<Vec<String>> {
+    let filter = format!("label={DATA_DIR_LABEL}={}", data_dir.root().display());
+    let listing = docker.checked(&args([
+        "ps",
+        "--all",
+        "--no-trunc",
+        "--filter",
+        &filter,
+        "--format",
+        "{{.ID}}\t{{.Names}}",
+    ]))?;
+    let mut removed = Vec::new();
+    for line in listing.lines() {
+        let Some((id, name)) = line.split_once('\t') else {
+            continue;
+        };
+        if name == keep_name {
+            continue;
+        }
+        // Confirm with an exact lookup before removing anything.
+        if let ContainerState::Ours(container) = inspect_container(docker, id)? {
+            remove_container(docker, &container.id)?;
+            removed.push(container.name);
+        }
+    }
+    Ok(removed)
+}
+
+/// Stops (SIGTERM, then SIGKILL after the grace period), then removes; idempotent.
+pub fn remove_container(docker: &Docker, id: &str) -> Result<()> {
+    let grace = STOP_GRACE_SECONDS.to_string();
+    let stopped = docker.capture(&args(["stop", "--time", &grace, id]))?;
+    if !stopped.success {
+        if let ContainerState::Absent = inspect_container(docker, id)? {
+            return Ok(());
+        }
+        docker.capture(&args(["kill", id]))?;
+    }
+    let removed = docker.capture(&args(["rm", "--force", id]))?;
+    if !removed.success && inspect_container(docker, id)? != ContainerState::Absent {
+        bail!(
+            "removing container {} failed:\n{}",
+            short(id),
+            removed.stderr_tail()
+        );
+    }
+    Ok(())
+}
+
+/// What [`stop`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopOutcome {
+    Stopped { id: String },
+    NotRunning,
+}
+
+/// Stops and removes our container, found through the ID file or, failing that, by exact name.
+pub fn stop(docker: &Docker, data_dir: &DataDir, name: &str) -> Result<StopOutcome> {
+    let mut candidate = None;
+    if let Some(id) = read_id_file(data_dir) {
+        // A stale file may name a container that is gone or, after ID reuse, not ours.
+        if let ContainerState::Ours(container) = inspect_container(docker, &id)? {
+            candidate = Some(container);
+        }
+    }
+    if candidate.is_none() {
+        match inspect_container(docker, name)? {
+            ContainerState::Foreign(container) => bail!(foreign_container_message(&container)),
+            ContainerState::Ours(container) => candidate = Some(container),
+            ContainerState::Absent => {}
+        }
+    }
+    let outcome = match candidate {
+        Some(container) => {
+            remove_container(docker, &container.id)?;
+            StopOutcome::Stopped { id: container.id }
+        }
+        None => StopOutcome::NotRunning,
+    };
+    remove_id_file(data_dir)?;
+    Ok(outcome)
+}
+
+/// Reads the cached container ID; a missing or corrupt file counts as no ID.
+pub fn read_id_file(data_dir: &DataDir) -> Option<String> {
+    let text = fs::read_to_string(data_dir.container_id_file()).ok()?;
+    let id = text.trim();
+    (id.len() >= 12 && id.len() <= 64 && id.chars().all(|c| c.is_ascii_hexdigit()))
+        .then(|| id.to_string())
+}
+
+fn write_id_file(data_dir: &DataDir, id: &str) -> Result<()> {
+    let path = data_dir.container_id_file();
+    fs::create_dir_all(data_dir.root())
+        .with_context(|| format!("creating {}", data_dir.root().display()))?;
+    let temporary = path.with_extension("id.tmp");
+    fs::write(&temporary, format!("{id}\n"))
+        .and_then(|()| fs::rename(&temporary, &path))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn remove_id_file(data_dir: &DataDir) -> Result<()> {
+    let path = data_dir.container_id_file();
+    match fs::remove_file(&path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(err).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Asks the runner's health endpoint on the host's loopback (host networking).
+pub fn health(port: u16, timeout: Duration) -> Result<serde_json::Value> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let response = http::get(addr, "/healthz", timeout)?;
+    if response.status != 200 {
+        bail!(
+            "the health endpoint answered {}: {}",
+            response.status,
+            response.text()
+        );
+    }
+    response.json()
+}
+
+/// Polls the health endpoint until it answers, watching the container so that an exit is
+/// reported at once with its code and last log lines instead of after the whole timeout.
+pub fn wait_until_ready(
+    docker: &Docker,
+    spec: &ContainerSpec,
+    timeout: Duration,
+) -> Result<Duration> {
+    let started = Instant::now();
+    let mut last_state_check = Instant::now();
+    loop {
+        if health(spec.health_port, Duration::from_millis(250)).is_ok() {
+            return Ok(started.elapsed());
+        }
+        if last_state_check.elapsed() >= Duration::from_millis(300) {
+            last_state_check = Instant::now();
+            match inspect_container(docker, &spec.name)? {
+                ContainerState::Ours(container) if container.status == RunStatus::Running => {}
+                ContainerState::Ours(container) => bail!(
+                    "the agent-runner container stopped while starting ({:?}, exit code {}); its last log lines:\n{}",
+                    container.status,
+                    container.exit_code,
+                    log_tail(docker, &container.id, 50)
+                ),
+                _ => bail!("the agent-runner container disappeared while starting"),
+            }
+        }
+        if started.elapsed() >= timeout {
+            bail!(
+                "the agent-runner did not answer on {} within {} s; its last log lines:\n{}",
+                format_args!("127.0.0.1:{}", spec.health_port),
+                timeout.as_secs(),
+                log_tail(docker, &spec.name, 50)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The last `lines` log lines of a container, for error reports.
+pub fn log_tail(docker: &Docker, name_or_id: &str, lines: u32) -> String {
+    match docker.capture(&logs_args(name_or_id, false, Some(lines))) {
+        Ok(captured) => format!("{}{}", captured.stdout, captured.stderr),
+        Err(err) => format!("(could not read the logs: {err:#})"),
+    }
+}
+
+/// `docker logs` arguments.
+pub fn logs_args(name_or_id: &str, follow: bool, tail: Option<u32>) -> Vec<String> {
+    let mut list = vec!["logs".to_string()];
+    if follow {
+        list.push("--follow".to_string());
+    }
+    if let Some(tail) = tail {
+        list.extend(["--tail".to_string(), tail.to_string()]);
+    }
+    list.push(name_or_id.to_string());
+    list
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inspect::parse_containers;
+    use crate::spec::RunnerSettings;
+    use std::path::PathBuf;
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec::agent_runner(
+            &RunnerSettings::default(),
+            &DataDir::at(PathBuf::from("/d")),
+            HostUser {
+                uid: 1000,
+                gid: 1000,
+            },
+        )
+    }
+
+    fn running(image: &str, digest: &str) -> Container {
+        let mut container = parse_containers(include_str!(
+            "../tests/fixtures/inspect-running-healthy.json"
+        ))
+        .unwrap()
+        .remove(0);
+        container.image_id = image.to_string();
+        container
+            .labels
+            .insert(crate::spec::CONFIG_LABEL.to_string(), digest.to_string());
+        container
+    }
+
+    #[test]
+    fn matching_container_is_kept() {
+        let spec = spec();
+        assert_eq!(
+            replacement_reason(
+                &running("sha256:aa", &spec.config_digest()),
+                &spec,
+                "sha256:aa"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn outdated_image_or_config_is_replaced() {
+        let spec = spec();
+        let reason = replacement_reason(
+            &running("sha256:0123456789abcdef", &spec.config_digest()),
+            &spec,
+            "sha256:bb",
+        )
+        .unwrap();
+        assert_eq!(reason, "it runs an older image (0123456789ab)");
+        let reason =
+            replacement_reason(&running("sha256:bb", "other"), &spec, "sha256:bb").unwrap();
+        assert_eq!(reason, "its configuration changed");
+        let mut exited = running("sha256:bb", &spec.config_digest());
+        exited.status = RunStatus::Exited;
+        exited.exit_code = 3;
+        assert_eq!(
+            replacement_reason(&exited, &spec, "sha256:bb").unwrap(),
+            "it is exited (exit code 3)"
+        );
+    }
+
+    #[test]
+    fn logs_arguments() {
+        assert_eq!(
+            logs_args("c", true, Some(50)),
+            args(["logs", "--follow", "--tail", "50", "c"])
+        );
+        assert_eq!(logs_args("c", false, None), args(["logs", "c"]));
+    }
+
+    #[test]
+    fn id_file_must_look_like_an_id() {
+        let root = std::env::temp_dir().join(format!("idfile-{}", std::process::id()));
+        let data_dir = DataDir::at(root.clone());
+        write_id_file(&data_dir, "0123456789abcdef").unwrap();
+        assert_eq!(read_id_file(&data_dir).as_deref(), Some("0123456789abcdef"));
+        fs::write(data_dir.container_id_file(), "rm -rf /\n").unwrap();
+        assert_eq!(read_id_file(&data_dir), None);
+        remove_id_file(&data_dir).unwrap();
+        remove_id_file(&data_dir).unwrap();
+        fs::remove_dir_all(root).unwrap();
+    }
+}

@@ -1,0 +1,405 @@
+//! The agent-runner container as plain data, and the `docker run` argument list made from it.
+//!
+//! Everything that comes from the environment (variables, the host user, the data
+//! directory) is gathered into [`RunnerSettings`] and [`HostUser`] before any argument is
+//! built, so [`ContainerSpec::run_args`] is a pure function that tests compare exactly.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::paths::DataDir;
+
+pub const DEFAULT_IMAGE: &str = "stigmer-agent-runner:local";
+pub const DEFAULT_CONTAINER_NAME: &str = "stigmer-agent-runner";
+pub const DEFAULT_HEALTH_PORT: u16 = 7235;
+pub const DEFAULT_BACKEND_ENDPOINT: &str = "localhost:7234";
+pub const TASK_QUEUE: &str = "agent_execution_runner";
+
+/// Set at run time (never baked into the image): only containers carrying it are ours.
+pub const MANAGED_LABEL: &str = "dev.stigmer.managed";
+/// The data directory a container belongs to, so one checkout's tests never touch another's stack.
+pub const DATA_DIR_LABEL: &str = "dev.stigmer.data-dir";
+/// The digest of everything else in the spec: a container whose label differs is outdated.
+pub const CONFIG_LABEL: &str = "dev.stigmer.config.sha256";
+
+/// `docker stop` waits this long after SIGTERM before it kills (the seed's 30 s).
+pub const STOP_GRACE_SECONDS: u32 = 30;
+/// The image's own unprivileged user, used when the host user is root.
+pub const IMAGE_USER_ID: u32 = 10001;
+
+const LOG_LEVELS: [&str; 5] = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"];
+
+/// The user the tool runs as on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostUser {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl HostUser {
+    pub fn current() -> HostUser {
+        // SAFETY: geteuid and getegid cannot fail and touch no memory of ours.
+        unsafe {
+            HostUser {
+                uid: libc::geteuid(),
+                gid: libc::getegid(),
+            }
+        }
+    }
+
+    /// The container runs as the host user so that files it writes in the workspace are the
+    /// user's own. Root on the host gets the image's unprivileged user instead: the process
+    /// must never run as root, and host root can still read and delete everything it writes.
+    pub fn container_user(self) -> (u32, u32) {
+        if self.uid == 0 {
+            (IMAGE_USER_ID, IMAGE_USER_ID)
+        } else {
+            (self.uid, self.gid)
+        }
+    }
+}
+
+/// What a user or a test may change about the runner, read once from the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerSettings {
+    pub image: String,
+    pub container_name: String,
+    pub health_port: u16,
+    pub backend_endpoint: String,
+    pub log_level: String,
+}
+
+impl Default for RunnerSettings {
+    fn default() -> RunnerSettings {
+        RunnerSettings {
+            image: DEFAULT_IMAGE.to_string(),
+            container_name: DEFAULT_CONTAINER_NAME.to_string(),
+            health_port: DEFAULT_HEALTH_PORT,
+            backend_endpoint: DEFAULT_BACKEND_ENDPOINT.to_string(),
+            log_level: "INFO".to_string(),
+        }
+    }
+}
+
+impl RunnerSettings {
+    /// Reads `STIGMER_RUNNER_IMAGE`, `STIGMER_RUNNER_CONTAINER`, `STIGMER_RUNNER_HEALTH_PORT`,
+    /// `STIGMER_BACKEND_ENDPOINT` and `STIGMER_LOG_LEVEL` through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<RunnerSettings> {
+        let mut settings = RunnerSettings::default();
+        if let Some(image) = lookup("STIGMER_RUNNER_IMAGE") {
+            settings.image = checked_name("STIGMER_RUNNER_IMAGE", image)?;
+        }
+        if let Some(name) = lookup("STIGMER_RUNNER_CONTAINER") {
+            settings.container_name = checked_name("STIGMER_RUNNER_CONTAINER", name)?;
+        }
+        if let Some(port) = lookup("STIGMER_RUNNER_HEALTH_PORT") {
+            settings.health_port = parse_port("STIGMER_RUNNER_HEALTH_PORT", &port)?;
+        }
+        if let Some(endpoint) = lookup("STIGMER_BACKEND_ENDPOINT") {
+            let (_, port) = endpoint.rsplit_once(':').with_context(|| {
+                format!("STIGMER_BACKEND_ENDPOINT must be host:port, got `{endpoint}`")
+            })?;
+            parse_port("STIGMER_BACKEND_ENDPOINT", port)?;
+            settings.backend_endpoint = endpoint;
+        }
+        if let Some(level) = lookup("STIGMER_LOG_LEVEL") {
+            let level = level.to_ascii_uppercase();
+            if !LOG_LEVELS.contains(&level.as_str()) {
+                bail!(
+                    "STIGMER_LOG_LEVEL must be one of {}, got `{level}`",
+                    LOG_LEVELS.join(", ")
+                );
+            }
+            settings.log_level = level;
+        }
+        Ok(settings)
+    }
+
+    pub fn from_process_env() -> Result<RunnerSettings> {
+        RunnerSettings::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn health_url(&self) -> String {
+        format!("http://127.0.0.1:{}/healthz", self.health_port)
+    }
+}
+
+fn parse_port(variable: &str, value: &str) -> Result<u16> {
+    match value.trim().parse::<u16>() {
+        Ok(port) if port >= 1 => Ok(port),
+        _ => bail!("{variable} must be a port number from 1 to 65535, got `{value}`"),
+    }
+}
+
+fn checked_name(variable: &str, value: String) -> Result<String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "._-:/@".contains(c);
+    if value.is_empty() || value.starts_with('-') || !value.chars().all(allowed) {
+        bail!("{variable} must be a docker name (letters, digits, `._-:/@`), got `{value}`");
+    }
+    Ok(value)
+}
+
+/// A bind mount from the host into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub host: PathBuf,
+    pub container: String,
+}
+
+/// Everything `docker run` needs to start the agent-runner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub user: (u32, u32),
+    pub env: Vec<(String, String)>,
+    pub mounts: Vec<Mount>,
+    pub labels: BTreeMap<String, String>,
+    pub health_port: u16,
+}
+
+impl ContainerSpec {
+    /// The agent-runner as this project runs it: host networking, the data directory's
+    /// workspace at `/workspace`, the host user, and our labels.
+    pub fn agent_runner(
+        settings: &RunnerSettings,
+        data_dir: &DataDir,
+        host_user: HostUser,
+    ) -> ContainerSpec {
+        let env = [
+            ("MODE", "local".to_string()),
+            (
+                "STIGMER_BACKEND_ENDPOINT",
+                settings.backend_endpoint.clone(),
+            ),
+            ("STIGMER_TASK_QUEUE", TASK_QUEUE.to_string()),
+            ("SANDBOX_TYPE", "filesystem".to_string()),
+            ("WORKSPACE_ROOT", "/workspace".to_string()),
+            ("LOG_LEVEL", settings.log_level.clone()),
+            (
+                "STIGMER_RUNNER_HEALTH_PORT",
+                settings.health_port.to_string(),
+            ),
+        ];
+        let mut spec = ContainerSpec {
+            name: settings.container_name.clone(),
+            image: settings.image.clone(),
+            user: host_user.container_user(),
+            env: env.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            mounts: vec![Mount {
+                host: data_dir.workspace(),
+                container: "/workspace".to_string(),
+            }],
+            labels: BTreeMap::from([
+                (MANAGED_LABEL.to_string(), "true".to_string()),
+                (
+                    DATA_DIR_LABEL.to_string(),
+                    data_dir.root().display().to_string(),
+                ),
+            ]),
+            health_port: settings.health_port,
+        };
+        let digest = spec.config_digest();
+        spec.labels.insert(CONFIG_LABEL.to_string(), digest);
+        spec
+    }
+
+    /// The SHA-256 of the run arguments without the config label itself.
+    pub fn config_digest(&self) -> String {
+        let mut without_digest = self.clone();
+        without_digest.labels.remove(CONFIG_LABEL);
+        let mut hasher = Sha256::new();
+        for arg in without_digest.run_args() {
+            hasher.update(arg.as_bytes());
+            hasher.update([0]);
+        }
+        hex(&hasher.finalize())
+    }
+
+    /// `docker run` arguments. The process runs without capabilities or privilege
+    /// escalation, on a read-only root file system with a private `/tmp`: it writes only to
+    /// the workspace.
+    pub fn run_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = ["run", "--detach", "--name", &self.name, "--network", "host"]
+            .map(String::from)
+            .to_vec();
+        args.extend([
+            "--user".to_string(),
+            format!("{}:{}", self.user.0, self.user.1),
+        ]);
+        for (key, value) in &self.labels {
+            args.extend(["--label".to_string(), format!("{key}={value}")]);
+        }
+        // Log rotation as the seed's compose file had it (json-file, 10 MB, 3 files).
+        for option in [
+            "--log-driver",
+            "json-file",
+            "--log-opt",
+            "max-size=10m",
+            "--log-opt",
+            "max-file=3",
+        ] {
+            args.push(option.to_string());
+        }
+        args.extend(["--stop-timeout".to_string(), STOP_GRACE_SECONDS.to_string()]);
+        for option in [
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--read-only",
+            "--tmpfs",
+            "/tmp:rw,nosuid,nodev,size=64m",
+        ] {
+            args.push(option.to_string());
+        }
+        for mount in &self.mounts {
+            args.extend([
+                "--volume".to_string(),
+                format!("{}:{}", mount.host.display(), mount.container),
+            ]);
+        }
+        for (key, value) in &self.env {
+            args.extend(["--env".to_string(), format!("{key}={value}")]);
+        }
+        args.push(self.image.clone());
+        args
+    }
+}
+
+/// Lowercase hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_for(uid: u32) -> ContainerSpec {
+        let data_dir = DataDir::at(PathBuf::from("/home/u/.stigmer/data"));
+        ContainerSpec::agent_runner(
+            &RunnerSettings::default(),
+            &data_dir,
+            HostUser { uid, gid: uid },
+        )
+    }
+
+    #[test]
+    fn run_args_are_exact() {
+        let spec = spec_for(1000);
+        let digest = spec.config_digest();
+        let expected: Vec<String> = [
+            "run",
+            "--detach",
+            "--name",
+            "stigmer-agent-runner",
+            "--network",
+            "host",
+            "--user",
+            "1000:1000",
+            "--label",
+            &format!("dev.stigmer.config.sha256={digest}"),
+            "--label",
+            "dev.stigmer.data-dir=/home/u/.stigmer/data",
+            "--label",
+            "dev.stigmer.managed=true",
+            "--log-driver",
+            "json-file",
+            "--log-opt",
+            "max-size=10m",
+            "--log-opt",
+            "max-file=3",
+            "--stop-timeout",
+            "30",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--read-only",
+            "--tmpfs",
+            "/tmp:rw,nosuid,nodev,size=64m",
+            "--volume",
+            "/home/u/.stigmer/data/workspace:/workspace",
+            "--env",
+            "MODE=local",
+            "--env",
+            "STIGMER_BACKEND_ENDPOINT=localhost:7234",
+            "--env",
+            "STIGMER_TASK_QUEUE=agent_execution_runner",
+            "--env",
+            "SANDBOX_TYPE=filesystem",
+            "--env",
+            "WORKSPACE_ROOT=/workspace",
+            "--env",
+            "LOG_LEVEL=INFO",
+            "--env",
+            "STIGMER_RUNNER_HEALTH_PORT=7235",
+            "stigmer-agent-runner:local",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(spec.run_args(), expected);
+    }
+
+    #[test]
+    fn root_runs_as_the_image_user() {
+        assert_eq!(spec_for(0).user, (IMAGE_USER_ID, IMAGE_USER_ID));
+        assert!(spec_for(0).run_args().contains(&"10001:10001".to_string()));
+    }
+
+    #[test]
+    fn config_digest_follows_every_setting() {
+        let base = spec_for(1000);
+        assert_eq!(base.config_digest(), spec_for(1000).config_digest());
+        assert_ne!(base.config_digest(), spec_for(1001).config_digest());
+        let data_dir = DataDir::at(PathBuf::from("/home/u/.stigmer/data"));
+        let settings = RunnerSettings {
+            log_level: "DEBUG".to_string(),
+            ..RunnerSettings::default()
+        };
+        let debug = ContainerSpec::agent_runner(
+            &settings,
+            &data_dir,
+            HostUser {
+                uid: 1000,
+                gid: 1000,
+            },
+        );
+        assert_ne!(base.labels[CONFIG_LABEL], debug.labels[CONFIG_LABEL]);
+    }
+
+    #[test]
+    fn settings_are_validated() {
+        let lookup = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let settings = RunnerSettings::from_lookup(lookup(&[
+            ("STIGMER_RUNNER_HEALTH_PORT", "7300"),
+            ("STIGMER_LOG_LEVEL", "debug"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.health_port, 7300);
+        assert_eq!(settings.log_level, "DEBUG");
+        for bad in [
+            &[("STIGMER_RUNNER_HEALTH_PORT", "0")][..],
+            &[("STIGMER_RUNNER_HEALTH_PORT", "70000")],
+            &[("STIGMER_LOG_LEVEL", "loud")],
+            &[("STIGMER_BACKEND_ENDPOINT", "localhost")],
+            &[("STIGMER_RUNNER_CONTAINER", "--privileged")],
+        ] {
+            let err = RunnerSettings::from_lookup(lookup(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(bad[0].0), "{err}");
+        }
+    }
+}
