@@ -1,0 +1,223 @@
+//! The agent-runner image: the rebuild decision from content hashes, and the build.
+//!
+//! A decision costs one `docker image inspect` (the runner image and the base image
+//! together) and one hash of the declared inputs; nothing is built when they match the
+//! labels the image carries.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use runner_container::docker::{args, Docker};
+use runner_container::engine::{check_engine, EngineInfo};
+use runner_container::inputs::{InputManifest, RebuildDecision, SourceTree, SOURCE_DIR};
+use runner_container::inspect::{parse_images, Image};
+use runner_container::lifecycle::inspect_image;
+use xshell::Shell;
+
+use crate::base_image::{self, BaseImage};
+use crate::progress::Progress;
+use crate::{wheels, Project};
+
+/// The rebuild decision and what it was made from.
+pub struct Plan {
+    pub base: BaseImage,
+    pub manifest: InputManifest,
+    pub sources: SourceTree,
+    pub image: Option<Image>,
+    pub decision: RebuildDecision,
+    /// How long deciding took, without making or pulling a base image.
+    pub decision_time: std::time::Duration,
+}
+
+impl Plan {
+    /// The one-line reason, naming changed source files when the cache knows them.
+    pub fn reason(&self, project: &Project) -> String {
+        let RebuildDecision::Changed { changes } = &self.decision else {
+            return self.decision.to_string();
+        };
+        let source_key = format!("{SOURCE_DIR}/");
+        let files = changes
+            .iter()
+            .find(|change| change.input == source_key)
+            .and_then(|change| read_source_cache(project, change.image.as_deref()?))
+            .map(|older| self.sources.changed_since(&older))
+            .filter(|files| !files.is_empty());
+        match files {
+            Some(files) => format!("{} ({})", self.decision, files.join(", ")),
+            None => self.decision.to_string(),
+        }
+    }
+}
+
+pub fn build_args(base: &BaseImage) -> BTreeMap<String, String> {
+    BTreeMap::from([("BASE_IMAGE".to_string(), base.reference.clone())])
+}
+
+/// Decides whether the image must be built, obtaining the base image first if needed.
+pub fn plan(
+    sh: &Shell,
+    docker: &Docker,
+    project: &Project,
+    progress: &mut Progress,
+) -> Result<Plan> {
+    let started = Instant::now();
+    let present = present_images(docker, project)?;
+    let inspect_time = started.elapsed();
+    let base = match base_image::find_present(project, &present) {
+        Some(base) => base,
+        None => base_image::obtain(sh, docker, project, progress)?,
+    };
+    let mut plan = decide(project, base, present)?;
+    plan.decision_time += inspect_time;
+    Ok(plan)
+}
+
+/// The runner image and the base image candidates the engine has, in one call: missing
+/// ones are simply absent from the array docker prints.
+pub fn present_images(docker: &Docker, project: &Project) -> Result<Vec<Image>> {
+    let mut inspect = vec![
+        "image".to_string(),
+        "inspect".to_string(),
+        project.settings.image.clone(),
+    ];
+    inspect.extend(base_image::candidate_references(project));
+    let captured = docker.capture(&inspect)?;
+    parse_images(&captured.stdout)
+        .with_context(|| format!("inspecting images: {}", captured.stderr_tail()))
+}
+
+/// Compares the working tree's inputs on `base` with the image's labels.
+pub fn decide(project: &Project, base: BaseImage, present: Vec<Image>) -> Result<Plan> {
+    let started = Instant::now();
+    let wanted_tag = base_image::normalized_tag(&project.settings.image);
+    let image = present
+        .into_iter()
+        .find(|image| image.tags.contains(&wanted_tag));
+    let (manifest, sources) =
+        InputManifest::from_tree(&project.runner_dir, &base.id, &build_args(&base))?;
+    let decision = RebuildDecision::decide(&manifest, image.as_ref().map(|image| &image.labels));
+    Ok(Plan {
+        base,
+        manifest,
+        sources,
+        image,
+        decision,
+        decision_time: started.elapsed(),
+    })
+}
+
+/// Builds the image from `plan`'s inputs and labels it with them.
+pub fn build(
+    sh: &Shell,
+    docker: &Docker,
+    project: &Project,
+    engine: &EngineInfo,
+    plan: &Plan,
+    no_cache: bool,
+    progress: &mut Progress,
+) -> Result<Image> {
+    progress.phase("Preparing locked wheels", |phase| {
+        wheels::prepare(sh, &project.runner_dir, &engine.platform(), phase)
+    })?;
+    let dockerfile = project.runner_dir.join("Dockerfile").display().to_string();
+    let mut build = args([
+        "build",
+        "--file",
+        &dockerfile,
+        "--tag",
+        &project.settings.image,
+    ]);
+    for (key, value) in build_args(&plan.base) {
+        build.extend(["--build-arg".to_string(), format!("{key}={value}")]);
+    }
+    for (key, value) in plan.manifest.labels() {
+        build.extend(["--label".to_string(), format!("{key}={value}")]);
+    }
+    if no_cache {
+        build.push("--no-cache".to_string());
+    }
+    build.push(project.runner_dir.display().to_string());
+    progress.phase("Building the agent-runner image", |phase| {
+        docker
+            .stream(&build, &[], |line| phase.line(line))
+            .context("building the agent-runner image")
+    })?;
+    write_source_cache(project, &plan.sources)?;
+    inspect_image(docker, &project.settings.image)?.context("the image just built is not there")
+}
+
+fn source_cache_path(project: &Project, digest: &str) -> std::path::PathBuf {
+    project
+        .cache_dir()
+        .join("sources")
+        .join(format!("{digest}.json"))
+}
+
+/// Remembers the per-file digests of what was built, so a later decision can name the files
+/// that changed. Only a cache: losing it only shortens that message.
+fn write_source_cache(project: &Project, sources: &SourceTree) -> Result<()> {
+    let path = source_cache_path(project, &sources.digest);
+    let dir = path.parent().context("the cache path has a parent")?;
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    fs::write(&path, serde_json::to_vec(sources)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn read_source_cache(project: &Project, digest: &str) -> Option<SourceTree> {
+    serde_json::from_slice(&fs::read(source_cache_path(project, digest)).ok()?).ok()
+}
+
+/// Removes the image a rebuild replaced, once no container uses it; docker refuses otherwise.
+pub fn remove_replaced(docker: &Docker, old: Option<&Image>, new: &Image) {
+    if let Some(old) = old.filter(|old| old.id != new.id) {
+        let _ = docker.capture(&args(["image", "rm", &old.id]));
+    }
+}
+
+/// `cargo xtask rebuild-runner`.
+#[derive(Args)]
+pub struct RebuildRunner {
+    /// Do not use Docker's build cache: every step runs again.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+impl RebuildRunner {
+    pub fn run(self, sh: &Shell, project: &Project) -> Result<()> {
+        let docker = crate::docker()?;
+        let mut progress = Progress::new();
+        let engine = progress.phase("Checking Docker", |_| check_engine(&docker))?;
+        let plan = plan(sh, &docker, project, &mut progress)?;
+        progress.note(&format!(
+            "forced rebuild; the inputs say: {}",
+            plan.reason(project)
+        ));
+        let image = build(
+            sh,
+            &docker,
+            project,
+            &engine,
+            &plan,
+            self.no_cache,
+            &mut progress,
+        )?;
+        // Docker keeps an image that a container still uses; `cargo xtask dev` replaces that container.
+        remove_replaced(&docker, plan.image.as_ref(), &image);
+        progress.summary();
+        println!(
+            "built {} ({}, {} MB)",
+            project.settings.image,
+            short_id(&image.id),
+            image.size / 1_000_000
+        );
+        Ok(())
+    }
+}
+
+pub fn short_id(id: &str) -> &str {
+    let id = id.strip_prefix("sha256:").unwrap_or(id);
+    &id[..id.len().min(12)]
+}

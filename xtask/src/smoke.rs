@@ -1,0 +1,186 @@
+//! Smoke checks against the real container and image: the class of failure behind the
+//! seed (a module that imports at build time and not at run time) is only caught by running
+//! the installed code where it runs.
+
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::Args;
+use runner_container::docker::{args, Docker};
+use runner_container::engine::check_engine;
+use runner_container::http::{self, Body};
+use runner_container::lifecycle::{health, log_tail};
+use xshell::Shell;
+
+use crate::progress::Progress;
+use crate::Project;
+
+type Check = fn(&Docker, &Project) -> Result<String>;
+
+const CHECKS: [(&str, Check); 4] = [
+    ("health endpoint answers from the host", health_from_host),
+    (
+        "every installed module imports, no top-level name owned twice",
+        imports_in_image,
+    ),
+    (
+        "a multipart upload lands in the workspace",
+        multipart_upload,
+    ),
+    ("the service runs as a non-root user", non_root),
+];
+
+/// Runs every check; a failure names the check and shows the last 50 log lines.
+pub fn run_checks(docker: &Docker, project: &Project, progress: &mut Progress) -> Result<()> {
+    let mut failed = Vec::new();
+    progress.phase("Smoke checks", |phase| {
+        for (name, check) in CHECKS {
+            match check(docker, project) {
+                Ok(detail) => phase.line(&format!("✓ {name}: {detail}")),
+                Err(err) => {
+                    eprintln!("✗ smoke check failed: {name}: {err:#}");
+                    failed.push(name);
+                }
+            }
+        }
+        if failed.is_empty() {
+            return Ok(());
+        }
+        eprintln!(
+            "last 50 log lines of {}:\n{}",
+            project.settings.container_name,
+            log_tail(docker, &project.settings.container_name, 50)
+        );
+        bail!("smoke check failed: {}", failed.join("; "))
+    })
+}
+
+fn health_from_host(_: &Docker, project: &Project) -> Result<String> {
+    let body = health(project.settings.health_port, Duration::from_secs(2))?;
+    ensure!(body["status"] == "ok", "the health endpoint said {body}");
+    Ok(format!(
+        "127.0.0.1:{} status ok",
+        project.settings.health_port
+    ))
+}
+
+fn imports_in_image(docker: &Docker, project: &Project) -> Result<String> {
+    let captured = docker.capture(&args([
+        "exec",
+        &project.settings.container_name,
+        "python",
+        "-m",
+        "agent_runner.import_check",
+    ]))?;
+    let report: serde_json::Value = serde_json::from_str(&captured.stdout).with_context(|| {
+        format!(
+            "the import check printed no report: {}{}",
+            captured.stdout,
+            captured.stderr_tail()
+        )
+    })?;
+    ensure!(
+        captured.success && report["ok"] == true,
+        "the import check failed: {}",
+        report["failures"]
+    );
+    Ok(format!(
+        "{} distributions, {} modules",
+        report["distributions"], report["modules_imported"]
+    ))
+}
+
+fn multipart_upload(_: &Docker, project: &Project) -> Result<String> {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let directory = format!("smoke-{}-{nanos}", std::process::id());
+    let contents = format!("smoke {nanos}\n");
+    let (content_type, body) = http::multipart_file(
+        &format!("smoke{nanos}"),
+        "file",
+        &format!("{directory}/probe.txt"),
+        contents.as_bytes(),
+    );
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, project.settings.health_port));
+    let response = http::post(
+        addr,
+        "/v1/uploads",
+        Body {
+            content_type: &content_type,
+            bytes: &body,
+        },
+        Duration::from_secs(5),
+    )?;
+    ensure!(
+        response.status == 201,
+        "the upload answered {}: {}",
+        response.status,
+        response.text()
+    );
+    let host_dir = project.data_dir.workspace().join(&directory);
+    let host_file = host_dir.join("probe.txt");
+    let landed = fs::read_to_string(&host_file).with_context(|| {
+        format!(
+            "the upload is not visible on the host at {}",
+            host_file.display()
+        )
+    })?;
+    ensure!(
+        landed == contents,
+        "the uploaded file holds {landed:?}, not {contents:?}"
+    );
+    let owner = fs::metadata(&host_file)
+        .context("reading the uploaded file's owner")?
+        .uid();
+    let expected = project.host_user.container_user().0;
+    ensure!(
+        owner == expected,
+        "the uploaded file is owned by uid {owner}, not {expected}"
+    );
+    fs::remove_dir_all(&host_dir)
+        .with_context(|| format!("the host user cannot delete {}", host_dir.display()))?;
+    ensure!(
+        !host_dir.exists(),
+        "{} is still there after deleting it",
+        host_dir.display()
+    );
+    Ok(format!(
+        "stored, owned by uid {owner}, deleted from the host"
+    ))
+}
+
+fn non_root(docker: &Docker, project: &Project) -> Result<String> {
+    let body = health(project.settings.health_port, Duration::from_secs(2))?;
+    let uid = body["uid"]
+        .as_u64()
+        .context("the health endpoint does not report the process's uid")?;
+    ensure!(uid != 0, "the service runs as root");
+    let user = docker.checked(&args([
+        "exec",
+        &project.settings.container_name,
+        "id",
+        "-u",
+    ]))?;
+    ensure!(user.trim() != "0", "`docker exec id -u` says root");
+    Ok(format!("uid {uid}"))
+}
+
+/// `cargo xtask smoke`.
+#[derive(Args)]
+pub struct Smoke {}
+
+impl Smoke {
+    pub fn run(self, _sh: &Shell, project: &Project) -> Result<()> {
+        let docker = crate::docker()?;
+        let mut progress = Progress::new();
+        progress.phase("Checking Docker", |_| check_engine(&docker))?;
+        run_checks(&docker, project, &mut progress)?;
+        println!("smoke checks passed");
+        Ok(())
+    }
+}

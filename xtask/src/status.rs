@@ -1,0 +1,190 @@
+//! `cargo xtask status [--json]`: the image and why it is or is not current, the
+//! container's state, health and uptime.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+use clap::Args;
+use runner_container::engine::check_engine;
+use runner_container::inspect::{ContainerState, RunStatus};
+use runner_container::lifecycle::{health, inspect_container};
+use serde_json::{json, Value};
+use xshell::Shell;
+
+use crate::image::{self, short_id};
+use crate::{base_image, Project};
+
+#[derive(Args)]
+pub struct Status {
+    /// Print one JSON object for programs instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Status {
+    pub fn run(self, _sh: &Shell, project: &Project) -> Result<()> {
+        let docker = crate::docker()?;
+        let engine = check_engine(&docker)?;
+        let present = image::present_images(&docker, project)?;
+        let image_report = match base_image::find_present(project, &present) {
+            Some(base) => {
+                let plan = image::decide(project, base, present)?;
+                json!({
+                    "name": project.settings.image,
+                    "id": plan.image.as_ref().map(|i| i.id.clone()),
+                    "size_bytes": plan.image.as_ref().map(|i| i.size),
+                    "created": plan.image.as_ref().map(|i| i.created.clone()),
+                    "current": !plan.decision.needs_build(),
+                    "reason": plan.reason(project),
+                    "base_image": plan.base.reference,
+                })
+            }
+            None => json!({
+                "name": project.settings.image,
+                "current": false,
+                "reason": format!("base image {} not present: `cargo xtask dev` pulls or makes it", project.configured_base),
+            }),
+        };
+        let container_report = match inspect_container(&docker, &project.settings.container_name)? {
+            ContainerState::Absent => json!({"state": "absent"}),
+            ContainerState::Foreign(container) => {
+                json!({"state": "foreign", "id": container.id, "note": "not created by Stigmer: left alone"})
+            }
+            ContainerState::Ours(container) => {
+                let answering = container.status == RunStatus::Running
+                    && health(project.settings.health_port, Duration::from_secs(1)).is_ok();
+                let uptime = (container.status == RunStatus::Running)
+                    .then(|| uptime_seconds(&container.started_at))
+                    .flatten();
+                json!({
+                    "state": container.status,
+                    "id": container.id,
+                    "image_id": container.image_id,
+                    "runs_current_image": image_report["id"].as_str() == Some(container.image_id.as_str()),
+                    "docker_health": container.health,
+                    "health_endpoint": if answering { "answering" } else { "not answering" },
+                    "uptime_seconds": uptime,
+                    "exit_code": container.exit_code,
+                })
+            }
+        };
+        let report = json!({
+            "engine": engine,
+            "image": image_report,
+            "container": container_report,
+            "health_url": project.settings.health_url(),
+            "data_dir": project.data_dir.root(),
+        });
+        if self.json {
+            println!("{report}");
+        } else {
+            print_text(&report);
+        }
+        Ok(())
+    }
+}
+
+fn print_text(report: &Value) {
+    let image = &report["image"];
+    let current = if image["current"] == true {
+        "current"
+    } else {
+        "outdated"
+    };
+    let id = image["id"].as_str().map(short_id).unwrap_or("none");
+    println!(
+        "image      {} ({id}, {current}: {})",
+        image["name"].as_str().unwrap_or_default(),
+        image["reason"].as_str().unwrap_or_default()
+    );
+    let container = &report["container"];
+    let state = container["state"].as_str().unwrap_or_default();
+    let mut line = format!("container  {state}");
+    if let Some(id) = container["id"].as_str() {
+        line.push_str(&format!(" ({})", &id[..id.len().min(12)]));
+    }
+    if let Some(endpoint) = container["health_endpoint"].as_str() {
+        line.push_str(&format!(", health endpoint {endpoint}"));
+    }
+    if let Some(health) = container["docker_health"].as_str() {
+        line.push_str(&format!(", docker says {health}"));
+    }
+    if let Some(uptime) = container["uptime_seconds"].as_u64() {
+        line.push_str(&format!(", up {}", human_duration(uptime)));
+    }
+    if container["runs_current_image"] == false {
+        line.push_str(", runs an older image");
+    }
+    println!("{line}");
+    println!(
+        "health     {}",
+        report["health_url"].as_str().unwrap_or_default()
+    );
+}
+
+fn human_duration(seconds: u64) -> String {
+    match seconds {
+        0..=59 => format!("{seconds}s"),
+        60..=3599 => format!("{}m{}s", seconds / 60, seconds % 60),
+        _ => format!("{}h{}m", seconds / 3600, seconds / 60 % 60),
+    }
+}
+
+/// Seconds since docker's `StartedAt` (RFC 3339, UTC).
+fn uptime_seconds(started_at: &str) -> Option<u64> {
+    let started = unix_seconds(started_at)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    now.checked_sub(started)
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.fraction]Z` into seconds since the epoch.
+fn unix_seconds(text: &str) -> Option<u64> {
+    let (date, time) = text.split_once('T')?;
+    let mut date_parts = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (
+        date_parts.next()??,
+        date_parts.next()??,
+        date_parts.next()??,
+    );
+    let time = time.trim_end_matches('Z');
+    let time = time.split('.').next()?;
+    let mut time_parts = time.split(':').map(|p| p.parse::<i64>().ok());
+    let (hour, minute, second) = (
+        time_parts.next()??,
+        time_parts.next()??,
+        time_parts.next()??,
+    );
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hour * 3600 + minute * 60 + second).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_timestamps() {
+        assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), Some(0));
+        // date -u -d 2026-11-26T18:23:40Z +%s
+        assert_eq!(
+            unix_seconds("2026-11-26T18:23:40.76849498Z"),
+            Some(1_795_717_420)
+        );
+        assert_eq!(unix_seconds("0001-01-01T00:00:00Z"), None);
+        assert_eq!(unix_seconds("garbage"), None);
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human_duration(5), "5s");
+        assert_eq!(human_duration(125), "2m5s");
+        assert_eq!(human_duration(7300), "2h1m");
+    }
+}
