@@ -16,7 +16,7 @@ use runner_container::inspect::Image;
 use runner_container::lifecycle::inspect_image;
 use xshell::{cmd, Shell};
 
-use crate::progress::{Phase, Progress};
+use runner_container::progress::{Phase, Progress};
 use crate::Project;
 
 pub const DEFAULT_BASE: &str = "python:3.11-slim";

@@ -8,7 +8,7 @@ use clap::Args;
 use runner_container::inputs::sha256_hex;
 use xshell::{cmd, Shell};
 
-use crate::progress::Progress;
+use runner_container::progress::Progress;
 use crate::{wheels, Project};
 
 #[derive(Args)]

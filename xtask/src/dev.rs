@@ -10,7 +10,7 @@ use runner_container::lifecycle::{ensure_running, wait_until_ready, StartOutcome
 use xshell::Shell;
 
 use crate::image::{self, short_id};
-use crate::progress::{seconds, Progress};
+use runner_container::progress::{seconds, Progress};
 use crate::{smoke, Project};
 
 /// How long the service may take to answer after its container started.

@@ -18,7 +18,7 @@ use runner_container::lifecycle::inspect_image;
 use xshell::Shell;
 
 use crate::base_image::{self, BaseImage};
-use crate::progress::Progress;
+use runner_container::progress::Progress;
 use crate::{wheels, Project};
 
 /// The rebuild decision and what it was made from.

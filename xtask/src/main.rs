@@ -9,7 +9,6 @@ mod ci;
 mod dev;
 mod image;
 mod logs;
-mod progress;
 mod smoke;
 mod status;
 mod stop;

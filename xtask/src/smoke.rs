@@ -15,7 +15,7 @@ use runner_container::http::{self, Body};
 use runner_container::lifecycle::{health, log_tail};
 use xshell::Shell;
 
-use crate::progress::Progress;
+use runner_container::progress::Progress;
 use crate::Project;
 
 type Check = fn(&Docker, &Project) -> Result<String>;

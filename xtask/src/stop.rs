@@ -7,7 +7,7 @@ use runner_container::engine::check_engine;
 use runner_container::lifecycle::{stop, StopOutcome};
 use xshell::Shell;
 
-use crate::progress::Progress;
+use runner_container::progress::Progress;
 use crate::Project;
 
 #[derive(Args)]

@@ -16,7 +16,7 @@ use runner_container::inputs::sha256_hex;
 use serde::Deserialize;
 use xshell::{cmd, Shell};
 
-use crate::progress::Phase;
+use runner_container::progress::Phase;
 
 #[derive(Debug, Deserialize)]
 struct LockFile {

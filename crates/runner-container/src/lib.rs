@@ -3,7 +3,8 @@
 //! Three layers, as at every docker edge of this project: plain data ([`spec`], [`inputs`]),
 //! pure functions from that data to argument lists and from docker's output to typed state
 //! ([`spec::ContainerSpec::run_args`], [`inspect`]), and one thin module that spawns
-//! processes ([`docker`]). [`lifecycle`] combines them into idempotent start and stop.
+//! processes ([`docker`]). [`lifecycle`] combines them into idempotent start and stop;
+//! [`progress`] is how both programs show what they are doing.
 
 pub mod docker;
 pub mod engine;
@@ -12,4 +13,5 @@ pub mod inputs;
 pub mod inspect;
 pub mod lifecycle;
 pub mod paths;
+pub mod progress;
 pub mod spec;

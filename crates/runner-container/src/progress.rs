@@ -27,6 +27,12 @@ impl Phase {
     }
 }
 
+impl Default for Progress {
+    fn default() -> Progress {
+        Progress::new()
+    }
+}
+
 impl Progress {
     pub fn new() -> Progress {
         Progress {
@@ -77,6 +83,15 @@ impl Progress {
             eprintln!("ℹ {text}");
         } else {
             eprintln!("{} ℹ {text}", timestamp());
+        }
+    }
+
+    /// A warning between phases: something the user may want to act on.
+    pub fn warn(&self, text: &str) {
+        if self.fancy {
+            eprintln!("⚠ {text}");
+        } else {
+            eprintln!("{} ⚠ {text}", timestamp());
         }
     }
 
