@@ -16,8 +16,8 @@ use runner_container::inspect::Image;
 use runner_container::lifecycle::inspect_image;
 use xshell::{cmd, Shell};
 
-use runner_container::progress::{Phase, Progress};
 use crate::Project;
+use runner_container::progress::{Phase, Progress};
 
 pub const DEFAULT_BASE: &str = "python:3.11-slim";
 /// The stand-in for [`DEFAULT_BASE`] made from Debian's packages.

@@ -5,11 +5,15 @@ use std::fs;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use runner_container::engine::check_engine;
 use runner_container::inputs::sha256_hex;
 use xshell::{cmd, Shell};
 
+use crate::{image, wheels, Project};
 use runner_container::progress::Progress;
-use crate::{wheels, Project};
+
+/// The tag the engine-backed tests of the CLI run (see client-apps/cli/tests).
+pub const TEST_IMAGE: &str = "stigmer-agent-runner:test";
 
 #[derive(Args)]
 pub struct Ci {}
@@ -54,8 +58,8 @@ impl Ci {
                 .run()
                 .context("the agent-runner's tests failed")
         })?;
-        // Engine-backed tests share one image and one container name, so they run in one
-        // test binary whose tests take turns (see xtask/tests/dev_loop.rs).
+        test_image(sh, project, &mut progress)?;
+        // Each test binary's engine-backed tests share a container name and take turns.
         progress.phase("cargo test (unit and engine-backed)", |_| {
             cmd!(sh, "cargo test --workspace --quiet")
                 .env("CI", "true")
@@ -66,6 +70,22 @@ impl Ci {
         println!("ci passed");
         Ok(())
     }
+}
+
+/// The image the CLI's engine-backed tests start, built once here (and only when its
+/// inputs changed) so that every test shares it.
+fn test_image(sh: &Shell, project: &Project, progress: &mut Progress) -> Result<()> {
+    let docker = crate::docker()?;
+    let engine = progress.phase("Checking Docker", |_| check_engine(&docker))?;
+    let mut for_tests = project.clone();
+    for_tests.settings.image = TEST_IMAGE.to_string();
+    let plan = image::plan(sh, &docker, &for_tests, progress)?;
+    progress.note(&format!("{TEST_IMAGE}: {}", plan.reason(&for_tests)));
+    if plan.decision.needs_build() {
+        let built = image::build(sh, &docker, &for_tests, &engine, &plan, false, progress)?;
+        image::remove_replaced(&docker, plan.image.as_ref(), &built);
+    }
+    Ok(())
 }
 
 /// A virtual environment under `target/` with the lock's main and dev groups, made again

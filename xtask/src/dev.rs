@@ -10,8 +10,8 @@ use runner_container::lifecycle::{ensure_running, wait_until_ready, StartOutcome
 use xshell::Shell;
 
 use crate::image::{self, short_id};
-use runner_container::progress::{seconds, Progress};
 use crate::{smoke, Project};
+use runner_container::progress::{seconds, Progress};
 
 /// How long the service may take to answer after its container started.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);

@@ -8,18 +8,21 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use runner_container::docker::{args, Docker};
 use runner_container::engine::{check_engine, EngineInfo};
-use runner_container::inputs::{InputManifest, RebuildDecision, SourceTree, SOURCE_DIR};
+use runner_container::inputs::{
+    InputManifest, RebuildDecision, SourceTree, INPUTS_LABEL, MANIFEST_LABEL, POETRY_LOCK_LABEL,
+    SOURCE_DIR,
+};
 use runner_container::inspect::{parse_images, Image};
 use runner_container::lifecycle::inspect_image;
 use xshell::Shell;
 
 use crate::base_image::{self, BaseImage};
-use runner_container::progress::Progress;
 use crate::{wheels, Project};
+use runner_container::progress::Progress;
 
 /// The rebuild decision and what it was made from.
 pub struct Plan {
@@ -52,6 +55,14 @@ impl Plan {
     }
 }
 
+/// Image label → the Dockerfile's build argument that sets it.
+const LABEL_ARGS: [(&str, &str); 3] = [
+    (POETRY_LOCK_LABEL, "STIGMER_POETRY_LOCK_SHA256"),
+    (INPUTS_LABEL, "STIGMER_INPUTS_SHA256"),
+    (MANIFEST_LABEL, "STIGMER_INPUTS_MANIFEST"),
+];
+
+/// The build arguments that change what the image holds (the label ones only describe it).
 pub fn build_args(base: &BaseImage) -> BTreeMap<String, String> {
     BTreeMap::from([("BASE_IMAGE".to_string(), base.reference.clone())])
 }
@@ -133,8 +144,12 @@ pub fn build(
     for (key, value) in build_args(&plan.base) {
         build.extend(["--build-arg".to_string(), format!("{key}={value}")]);
     }
-    for (key, value) in plan.manifest.labels() {
-        build.extend(["--label".to_string(), format!("{key}={value}")]);
+    // The Dockerfile turns these into the image's labels in a single step.
+    for (label, value) in plan.manifest.labels() {
+        let Some((_, argument)) = LABEL_ARGS.iter().find(|(known, _)| *known == label) else {
+            bail!("no build argument carries the label {label}: add it to LABEL_ARGS and the Dockerfile");
+        };
+        build.extend(["--build-arg".to_string(), format!("{argument}={value}")]);
     }
     if no_cache {
         build.push("--no-cache".to_string());

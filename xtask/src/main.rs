@@ -52,6 +52,7 @@ enum Command {
 }
 
 /// What every subcommand needs, gathered once from the environment before anything runs.
+#[derive(Clone)]
 pub struct Project {
     pub root: PathBuf,
     pub runner_dir: PathBuf,

@@ -15,8 +15,8 @@ use runner_container::http::{self, Body};
 use runner_container::lifecycle::{health, log_tail};
 use xshell::Shell;
 
-use runner_container::progress::Progress;
 use crate::Project;
+use runner_container::progress::Progress;
 
 type Check = fn(&Docker, &Project) -> Result<String>;
 

@@ -7,8 +7,8 @@ use runner_container::engine::check_engine;
 use runner_container::lifecycle::{stop, StopOutcome};
 use xshell::Shell;
 
-use runner_container::progress::Progress;
 use crate::Project;
+use runner_container::progress::Progress;
 
 #[derive(Args)]
 pub struct Stop {}

@@ -1,0 +1,406 @@
+//! Engine-backed tests of `cargo xtask dev` and its parts, against the real Docker engine.
+//!
+//! They run the built `xtask` binary on a copy of the agent-runner service in a temporary
+//! directory, with a data directory, image tag, container name and health port of their own,
+//! so they never touch a developer's stack. They share that container name, so they take
+//! turns through one lock. Without an engine they fail: nothing here is skipped.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+const IMAGE: &str = "stigmer-agent-runner:xtask-test";
+const CONTAINER: &str = "stigmer-agent-runner-xtask-test";
+const HEALTH_PORT: &str = "7335";
+
+static ENGINE: Mutex<()> = Mutex::new(());
+
+fn take_turn() -> MutexGuard<'static, ()> {
+    ENGINE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A copy of the runner service and a data directory, removed (container included) on drop.
+struct Sandbox {
+    root: PathBuf,
+}
+
+impl Sandbox {
+    fn new(name: &str) -> Sandbox {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let root =
+            std::env::temp_dir().join(format!("xtask-test-{name}-{}-{nanos}", std::process::id()));
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../backend/services/agent-runner");
+        copy_tree(&source, &root.join("runner"));
+        fs::create_dir_all(root.join("home")).unwrap();
+        let sandbox = Sandbox { root };
+        // A container left by an earlier, interrupted test run would make every test here fail.
+        let _ = docker(&["rm", "--force", CONTAINER]);
+        sandbox
+    }
+
+    fn runner(&self) -> PathBuf {
+        self.root.join("runner")
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.root.join("home/data")
+    }
+
+    fn xtask(&self, args: &[&str]) -> Output {
+        self.xtask_with(args, &[])
+    }
+
+    fn xtask_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let runner = self.runner();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        command
+            .arg("--runner-dir")
+            .arg(&runner)
+            .args(args)
+            .env("STIGMER_HOME", self.root.join("home"))
+            .env("STIGMER_RUNNER_IMAGE", IMAGE)
+            .env("STIGMER_RUNNER_CONTAINER", CONTAINER)
+            .env("STIGMER_RUNNER_HEALTH_PORT", HEALTH_PORT)
+            .env_remove("STIGMER_LOG_LEVEL");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        command.output().expect("xtask runs")
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.xtask(&["stop"]);
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "__pycache__" || name == ".pytest_cache" || name == ".venv" {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker client runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[track_caller]
+fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        stderr(output)
+    );
+}
+
+fn inspect(reference: &str, format: &str) -> Option<String> {
+    let output = docker(&["inspect", "--format", format, reference]);
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+fn container_id() -> Option<String> {
+    inspect(CONTAINER, "{{.Id}}")
+}
+
+fn image_layers() -> Vec<String> {
+    let json = inspect(IMAGE, "{{json .RootFS.Layers}}").expect("the image exists");
+    serde_json::from_str(&json).unwrap()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn dev_from_nothing_then_no_change_touch_status_smoke_and_stop() {
+    let _turn = take_turn();
+    let sandbox = Sandbox::new("fresh");
+
+    let first = sandbox.xtask(&["dev"]);
+    assert_success(&first);
+    assert!(
+        stderr(&first).contains("Smoke checks"),
+        "{}",
+        stderr(&first)
+    );
+    let id = container_id().expect("the container runs");
+    assert_eq!(
+        inspect(
+            CONTAINER,
+            "{{index .Config.Labels \"dev.stigmer.managed\"}}"
+        )
+        .as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        inspect(CONTAINER, "{{.HostConfig.NetworkMode}}").as_deref(),
+        Some("host")
+    );
+
+    let second = sandbox.xtask(&["dev"]);
+    assert_success(&second);
+    let text = stderr(&second);
+    assert!(text.contains("agent-runner image: up to date"), "{text}");
+    assert!(text.contains("left alone"), "{text}");
+    assert!(!text.contains("Building"), "{text}");
+    assert_eq!(
+        container_id().as_deref(),
+        Some(id.as_str()),
+        "the container was restarted"
+    );
+
+    // Touched without a change in content: new modification times, same bytes.
+    let later = SystemTime::now() + Duration::from_secs(60);
+    for file in [
+        "poetry.lock",
+        "pyproject.toml",
+        "Dockerfile",
+        "src/agent_runner/__init__.py",
+    ] {
+        fs::File::options()
+            .write(true)
+            .open(sandbox.runner().join(file))
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+    }
+    let touched = sandbox.xtask(&["dev"]);
+    assert_success(&touched);
+    assert!(
+        stderr(&touched).contains("up to date"),
+        "{}",
+        stderr(&touched)
+    );
+    assert!(
+        !stderr(&touched).contains("Building"),
+        "{}",
+        stderr(&touched)
+    );
+    assert_eq!(
+        container_id().as_deref(),
+        Some(id.as_str()),
+        "a touch restarted the container"
+    );
+
+    let status = sandbox.xtask(&["status", "--json"]);
+    assert_success(&status);
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(report["image"]["current"], true, "{report}");
+    assert_eq!(report["container"]["state"], "running", "{report}");
+    assert_eq!(
+        report["container"]["health_endpoint"], "answering",
+        "{report}"
+    );
+    assert_eq!(report["container"]["runs_current_image"], true, "{report}");
+
+    assert_success(&sandbox.xtask(&["smoke"]));
+    let logs = sandbox.xtask(&["logs", "--tail", "20"]);
+    assert_success(&logs);
+    // docker logs keeps the container's streams apart; the runner logs to stderr.
+    let both = format!("{}{}", String::from_utf8_lossy(&logs.stdout), stderr(&logs));
+    assert!(both.contains("Stigmer Agent Runner"), "{both}");
+
+    let stop = sandbox.xtask(&["stop"]);
+    assert_success(&stop);
+    assert_eq!(
+        container_id(),
+        None,
+        "the container is still there after stop"
+    );
+    assert!(!sandbox
+        .data_dir()
+        .join("agent-runner-container.id")
+        .exists());
+    let again = sandbox.xtask(&["stop"]);
+    assert_success(&again);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("was not running"));
+}
+
+#[test]
+fn source_change_rebuilds_without_reinstalling_dependencies() {
+    let _turn = take_turn();
+    let sandbox = Sandbox::new("source");
+    assert_success(&sandbox.xtask(&["dev"]));
+    let old_id = container_id().unwrap();
+    let old_layers = image_layers();
+
+    let file = sandbox.runner().join("src/agent_runner/__init__.py");
+    let mut text = fs::read_to_string(&file).unwrap();
+    text.push_str("\n# a source-only change\n");
+    fs::write(&file, text).unwrap();
+    let rebuilt = sandbox.xtask(&["dev"]);
+    assert_success(&rebuilt);
+    let text = stderr(&rebuilt);
+    assert!(text.contains("src/ changed:"), "{text}");
+    assert!(text.contains("replaced the previous container"), "{text}");
+    assert_ne!(container_id().unwrap(), old_id);
+
+    // Every layer up to and including the virtual environment's is reused; only the
+    // source and what follows it differ.
+    let new_layers = image_layers();
+    assert_eq!(new_layers.len(), old_layers.len());
+    let shared = new_layers
+        .iter()
+        .zip(&old_layers)
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(
+        shared >= new_layers.len() - 2,
+        "only {shared} of {} layers reused",
+        new_layers.len()
+    );
+    assert!(
+        !text.contains("pip install") || text.contains("Using cache"),
+        "{text}"
+    );
+}
+
+#[test]
+fn poetry_lock_change_rebuilds_and_relabels() {
+    let _turn = take_turn();
+    let sandbox = Sandbox::new("lock");
+    assert_success(&sandbox.xtask(&["dev"]));
+    let lock = sandbox.runner().join("poetry.lock");
+    let before = fs::read(&lock).unwrap();
+    let mut after = before.clone();
+    after.extend_from_slice(b"\n# a change in the lock's bytes\n");
+    fs::write(&lock, &after).unwrap();
+
+    let rebuilt = sandbox.xtask(&["dev"]);
+    assert_success(&rebuilt);
+    let (old, new) = (sha256_hex(&before), sha256_hex(&after));
+    let expected = format!("poetry.lock changed: {}… → {}…", &old[..4], &new[..4]);
+    assert!(
+        stderr(&rebuilt).contains(&expected),
+        "expected `{expected}` in:\n{}",
+        stderr(&rebuilt)
+    );
+    let label = inspect(
+        IMAGE,
+        "{{index .Config.Labels \"dev.stigmer.poetry-lock.sha256\"}}",
+    );
+    assert_eq!(label.as_deref(), Some(new.as_str()));
+}
+
+#[test]
+fn configuration_change_replaces_the_container() {
+    let _turn = take_turn();
+    let sandbox = Sandbox::new("config");
+    assert_success(&sandbox.xtask(&["dev"]));
+    let old_id = container_id().unwrap();
+    let changed = sandbox.xtask_with(&["dev"], &[("STIGMER_LOG_LEVEL", "DEBUG")]);
+    assert_success(&changed);
+    assert!(
+        stderr(&changed).contains("its configuration changed"),
+        "{}",
+        stderr(&changed)
+    );
+    assert_ne!(container_id().unwrap(), old_id);
+    let env = inspect(CONTAINER, "{{json .Config.Env}}").unwrap();
+    assert!(env.contains("LOG_LEVEL=DEBUG"), "{env}");
+}
+
+#[test]
+fn a_foreign_container_with_our_name_is_refused_and_left_alone() {
+    let _turn = take_turn();
+    let sandbox = Sandbox::new("foreign");
+    assert_success(&sandbox.xtask(&["dev"]));
+    assert_success(&sandbox.xtask(&["stop"]));
+    let created = docker(&["create", "--name", CONTAINER, IMAGE]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let foreign_id = container_id().unwrap();
+
+    for command in ["dev", "stop", "logs"] {
+        let refused = sandbox.xtask(&[command]);
+        assert!(
+            !refused.status.success(),
+            "{command} succeeded against a foreign container"
+        );
+        assert!(
+            stderr(&refused).contains("not created by Stigmer"),
+            "{command}: {}",
+            stderr(&refused)
+        );
+        assert_eq!(
+            container_id().as_deref(),
+            Some(foreign_id.as_str()),
+            "{command} touched the foreign container"
+        );
+    }
+    assert!(docker(&["rm", "--force", CONTAINER]).status.success());
+}
+
+#[test]
+fn an_unreachable_engine_gets_the_docker_message_fast() {
+    let _turn = take_turn();
+    let sandbox = Sandbox::new("no-engine");
+    let started = Instant::now();
+    let refused = sandbox.xtask_with(
+        &["dev"],
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("Docker is not running. Agent-runner requires Docker."),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !sandbox.data_dir().exists(),
+        "something was written without an engine"
+    );
+
+    let no_docker = sandbox.xtask_with(&["status"], &[("PATH", "/nonexistent")]);
+    assert!(!no_docker.status.success());
+    assert!(
+        stderr(&no_docker).contains("Docker is not running"),
+        "{}",
+        stderr(&no_docker)
+    );
+}
