@@ -14,4 +14,5 @@ pub mod inspect;
 pub mod lifecycle;
 pub mod paths;
 pub mod progress;
+pub mod server_process;
 pub mod spec;
