@@ -78,7 +78,7 @@ fn test_image(sh: &Shell, project: &Project, progress: &mut Progress) -> Result<
     let docker = crate::docker()?;
     let engine = progress.phase("Checking Docker", |_| check_engine(&docker))?;
     let mut for_tests = project.clone();
-    for_tests.settings.image = TEST_IMAGE.to_string();
+    for_tests.stack.runner.image = TEST_IMAGE.to_string();
     let plan = image::plan(sh, &docker, &for_tests, progress)?;
     progress.note(&format!("{TEST_IMAGE}: {}", plan.reason(&for_tests)));
     if plan.decision.needs_build() {

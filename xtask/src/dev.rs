@@ -1,17 +1,19 @@
-//! `cargo xtask dev`: from a fresh clone to a running, smoke-checked agent-runner, and
-//! nothing more than a decision and a health probe when nothing changed.
+//! `cargo xtask dev`: from a fresh clone to the running, smoke-checked local stack
+//! (stigmer-server and the agent-runner container), and nothing more than a decision and
+//! two health probes when nothing changed.
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use runner_container::engine::check_engine;
 use runner_container::lifecycle::{ensure_running, wait_until_ready, StartOutcome};
-use xshell::Shell;
+use runner_container::progress::{seconds, Progress};
+use runner_container::server_process::{self, ServerState};
+use xshell::{cmd, Shell};
 
 use crate::image::{self, short_id};
 use crate::{smoke, Project};
-use runner_container::progress::{seconds, Progress};
 
 /// How long the service may take to answer after its container started.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -25,22 +27,26 @@ impl Dev {
         let mut progress = Progress::new();
         let engine = progress.phase("Checking Docker", |_| check_engine(&docker))?;
         let plan = image::plan(sh, &docker, project, &mut progress)?;
-        let reason = plan.reason(project);
         eprintln!(
-            "agent-runner image: {reason} (decided in {})",
+            "agent-runner image: {} (decided in {})",
+            plan.reason(project),
             seconds(plan.decision_time)
         );
         let image = match (&plan.image, plan.decision.needs_build()) {
             (Some(current), false) => current.clone(),
             _ => image::build(sh, &docker, project, &engine, &plan, false, &mut progress)?,
         };
+        progress.phase("Building stigmer-server and stigmer", |_| {
+            build_binaries(sh, project)
+        })?;
+        let server = progress.phase("Starting stigmer-server", |_| start_server(project))?;
         let spec = project.container_spec();
         let outcome = progress.phase("Starting the agent-runner container", |_| {
             ensure_running(
                 &docker,
                 &spec,
                 &image.id,
-                &project.data_dir,
+                &project.stack.data_dir,
                 project.host_user,
             )
         })?;
@@ -59,16 +65,53 @@ impl Dev {
             })?;
             progress.note(&format!("ready {} after start", seconds(ready)));
             image::remove_replaced(&docker, plan.image.as_ref(), &image);
+        }
+        if outcome.started_something() || server.started {
             smoke::run_checks(&docker, project, &mut progress)?;
         }
         progress.summary();
         println!(
-            "✓ agent-runner {} from {} ({}), health at {}",
+            "✓ stigmer-server (pid {}) at {}; agent-runner {} from {} ({}), health at {}",
+            server.pid,
+            server_process::url(project.stack.server_port),
             &outcome.id()[..outcome.id().len().min(12)],
-            project.settings.image,
+            project.stack.runner.image,
             short_id(&image.id),
-            project.settings.health_url()
+            project.stack.runner.health_url()
         );
         Ok(())
     }
+}
+
+/// The server and the CLI come from this checkout; cargo decides whether they are current.
+fn build_binaries(sh: &Shell, project: &Project) -> Result<()> {
+    let _dir = sh.push_dir(&project.root);
+    cmd!(
+        sh,
+        "cargo build --quiet --package stigmer-server --package stigmer"
+    )
+    .quiet()
+    .run()
+    .context("building stigmer-server and the stigmer CLI")
+}
+
+struct ServerRun {
+    pid: i32,
+    started: bool,
+}
+
+/// Starts the server, or restarts it when it runs an older build than the one just made.
+fn start_server(project: &Project) -> Result<ServerRun> {
+    let config = project.stack.server_config()?;
+    if let ServerState::Running { record } = server_process::state(&project.stack.data_dir) {
+        if server_process::runs_outdated_binary(&record, &config.binary) {
+            server_process::stop(&project.stack.data_dir)
+                .context("stopping the outdated stigmer-server")?;
+        }
+    }
+    let outcome = server_process::start(&project.stack.data_dir, &config)?;
+    Ok(ServerRun {
+        pid: outcome.pid(),
+        started: matches!(outcome, server_process::StartOutcome::Started { .. }),
+    })
 }

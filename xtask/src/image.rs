@@ -92,7 +92,7 @@ pub fn present_images(docker: &Docker, project: &Project) -> Result<Vec<Image>> 
     let mut inspect = vec![
         "image".to_string(),
         "inspect".to_string(),
-        project.settings.image.clone(),
+        project.stack.runner.image.clone(),
     ];
     inspect.extend(base_image::candidate_references(project));
     let captured = docker.capture(&inspect)?;
@@ -103,7 +103,7 @@ pub fn present_images(docker: &Docker, project: &Project) -> Result<Vec<Image>> 
 /// Compares the working tree's inputs on `base` with the image's labels.
 pub fn decide(project: &Project, base: BaseImage, present: Vec<Image>) -> Result<Plan> {
     let started = Instant::now();
-    let wanted_tag = base_image::normalized_tag(&project.settings.image);
+    let wanted_tag = base_image::normalized_tag(&project.stack.runner.image);
     let image = present
         .into_iter()
         .find(|image| image.tags.contains(&wanted_tag));
@@ -139,7 +139,7 @@ pub fn build(
         "--file",
         &dockerfile,
         "--tag",
-        &project.settings.image,
+        &project.stack.runner.image,
     ]);
     for (key, value) in build_args(&plan.base) {
         build.extend(["--build-arg".to_string(), format!("{key}={value}")]);
@@ -161,7 +161,7 @@ pub fn build(
             .context("building the agent-runner image")
     })?;
     write_source_cache(project, &plan.sources)?;
-    inspect_image(docker, &project.settings.image)?.context("the image just built is not there")
+    inspect_image(docker, &project.stack.runner.image)?.context("the image just built is not there")
 }
 
 fn source_cache_path(project: &Project, digest: &str) -> std::path::PathBuf {
@@ -185,10 +185,17 @@ fn read_source_cache(project: &Project, digest: &str) -> Option<SourceTree> {
     serde_json::from_slice(&fs::read(source_cache_path(project, digest)).ok()?).ok()
 }
 
-/// Removes the image a rebuild replaced, once no container uses it; docker refuses otherwise.
+/// Removes the image a rebuild replaced once nothing names it any more. An image that
+/// still carries a tag (the same build under another name, such as the tests' image) is
+/// left alone, and docker itself refuses while a container uses it.
 pub fn remove_replaced(docker: &Docker, old: Option<&Image>, new: &Image) {
-    if let Some(old) = old.filter(|old| old.id != new.id) {
-        let _ = docker.capture(&args(["image", "rm", &old.id]));
+    let Some(old) = old.filter(|old| old.id != new.id) else {
+        return;
+    };
+    if let Ok(Some(current)) = inspect_image(docker, &old.id) {
+        if current.tags.is_empty() {
+            let _ = docker.capture(&args(["image", "rm", &old.id]));
+        }
     }
 }
 
@@ -224,7 +231,7 @@ impl RebuildRunner {
         progress.summary();
         println!(
             "built {} ({}, {} MB)",
-            project.settings.image,
+            project.stack.runner.image,
             short_id(&image.id),
             image.size / 1_000_000
         );

@@ -4,10 +4,7 @@
 use anyhow::{bail, Result};
 use clap::Args;
 use runner_container::engine::check_engine;
-use runner_container::inspect::ContainerState;
-use runner_container::lifecycle::{
-    foreign_container_message, inspect_container, logs_args, read_id_file,
-};
+use runner_container::lifecycle::{find_ours, logs_args};
 use xshell::Shell;
 
 use crate::Project;
@@ -26,22 +23,13 @@ impl Logs {
     pub fn run(self, _sh: &Shell, project: &Project) -> Result<()> {
         let docker = crate::docker()?;
         check_engine(&docker)?;
-        let by_file = match read_id_file(&project.data_dir) {
-            Some(id) => match inspect_container(&docker, &id)? {
-                ContainerState::Ours(container) => Some(container),
-                _ => None,
-            },
-            None => None,
-        };
-        let container = match by_file {
-            Some(container) => container,
-            None => match inspect_container(&docker, &project.settings.container_name)? {
-                ContainerState::Ours(container) => container,
-                ContainerState::Foreign(container) => bail!(foreign_container_message(&container)),
-                ContainerState::Absent => {
-                    bail!("no agent-runner container exists: start one with `cargo xtask dev`")
-                }
-            },
+        let Some(container) = find_ours(
+            &docker,
+            &project.stack.data_dir,
+            &project.stack.runner.container_name,
+        )?
+        else {
+            bail!("no agent-runner container exists: start one with `cargo xtask dev`");
         };
         docker.passthrough(&logs_args(&container.id, self.follow, Some(self.tail)))
     }

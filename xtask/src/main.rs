@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use runner_container::docker::Docker;
-use runner_container::paths::DataDir;
-use runner_container::spec::{ContainerSpec, HostUser, RunnerSettings};
+use runner_container::spec::{ContainerSpec, HostUser};
+use runner_container::stack::StackConfig;
 use xshell::Shell;
 
 #[derive(Parser)]
@@ -56,8 +56,7 @@ enum Command {
 pub struct Project {
     pub root: PathBuf,
     pub runner_dir: PathBuf,
-    pub data_dir: DataDir,
-    pub settings: RunnerSettings,
+    pub stack: StackConfig,
     pub host_user: HostUser,
     /// The base image the Dockerfile starts from, unless it must be made here.
     pub configured_base: String,
@@ -74,8 +73,7 @@ impl Project {
         };
         Ok(Project {
             runner_dir,
-            data_dir: DataDir::from_process_env()?,
-            settings: RunnerSettings::from_process_env()?,
+            stack: StackConfig::from_process_env()?,
             host_user: HostUser::current(),
             configured_base: std::env::var("STIGMER_BASE_IMAGE")
                 .unwrap_or_else(|_| base_image::DEFAULT_BASE.to_string()),
@@ -84,7 +82,7 @@ impl Project {
     }
 
     pub fn container_spec(&self) -> ContainerSpec {
-        ContainerSpec::agent_runner(&self.settings, &self.data_dir, self.host_user)
+        ContainerSpec::agent_runner(&self.stack.runner, &self.stack.data_dir, self.host_user)
     }
 
     /// Where xtask keeps its caches: beside cargo's own output, never inside an input.

@@ -5,7 +5,7 @@
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
@@ -13,14 +13,15 @@ use runner_container::docker::{args, Docker};
 use runner_container::engine::check_engine;
 use runner_container::http::{self, Body};
 use runner_container::lifecycle::{health, log_tail};
+use runner_container::progress::{seconds, Progress};
+use runner_container::server_api::Api;
 use xshell::Shell;
 
 use crate::Project;
-use runner_container::progress::Progress;
 
 type Check = fn(&Docker, &Project) -> Result<String>;
 
-const CHECKS: [(&str, Check); 4] = [
+const CHECKS: [(&str, Check); 5] = [
     ("health endpoint answers from the host", health_from_host),
     (
         "every installed module imports, no top-level name owned twice",
@@ -31,7 +32,14 @@ const CHECKS: [(&str, Check); 4] = [
         multipart_upload,
     ),
     ("the service runs as a non-root user", non_root),
+    (
+        "an echo execution runs through server, queue and container",
+        echo_execution,
+    ),
 ];
+
+/// How long the echo execution may take end to end (the runner may still be backing off).
+const EXECUTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs every check; a failure names the check and shows the last 50 log lines.
 pub fn run_checks(docker: &Docker, project: &Project, progress: &mut Progress) -> Result<()> {
@@ -51,26 +59,26 @@ pub fn run_checks(docker: &Docker, project: &Project, progress: &mut Progress) -
         }
         eprintln!(
             "last 50 log lines of {}:\n{}",
-            project.settings.container_name,
-            log_tail(docker, &project.settings.container_name, 50)
+            project.stack.runner.container_name,
+            log_tail(docker, &project.stack.runner.container_name, 50)
         );
         bail!("smoke check failed: {}", failed.join("; "))
     })
 }
 
 fn health_from_host(_: &Docker, project: &Project) -> Result<String> {
-    let body = health(project.settings.health_port, Duration::from_secs(2))?;
+    let body = health(project.stack.runner.health_port, Duration::from_secs(2))?;
     ensure!(body["status"] == "ok", "the health endpoint said {body}");
     Ok(format!(
         "127.0.0.1:{} status ok",
-        project.settings.health_port
+        project.stack.runner.health_port
     ))
 }
 
 fn imports_in_image(docker: &Docker, project: &Project) -> Result<String> {
     let captured = docker.capture(&args([
         "exec",
-        &project.settings.container_name,
+        &project.stack.runner.container_name,
         "python",
         "-m",
         "agent_runner.import_check",
@@ -106,7 +114,7 @@ fn multipart_upload(_: &Docker, project: &Project) -> Result<String> {
         &format!("{directory}/probe.txt"),
         contents.as_bytes(),
     );
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, project.settings.health_port));
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, project.stack.runner.health_port));
     let response = http::post(
         addr,
         "/v1/uploads",
@@ -122,7 +130,7 @@ fn multipart_upload(_: &Docker, project: &Project) -> Result<String> {
         response.status,
         response.text()
     );
-    let host_dir = project.data_dir.workspace().join(&directory);
+    let host_dir = project.stack.data_dir.workspace().join(&directory);
     let host_file = host_dir.join("probe.txt");
     let landed = fs::read_to_string(&host_file).with_context(|| {
         format!(
@@ -155,19 +163,65 @@ fn multipart_upload(_: &Docker, project: &Project) -> Result<String> {
 }
 
 fn non_root(docker: &Docker, project: &Project) -> Result<String> {
-    let body = health(project.settings.health_port, Duration::from_secs(2))?;
+    let body = health(project.stack.runner.health_port, Duration::from_secs(2))?;
     let uid = body["uid"]
         .as_u64()
         .context("the health endpoint does not report the process's uid")?;
     ensure!(uid != 0, "the service runs as root");
     let user = docker.checked(&args([
         "exec",
-        &project.settings.container_name,
+        &project.stack.runner.container_name,
         "id",
         "-u",
     ]))?;
     ensure!(user.trim() != "0", "`docker exec id -u` says root");
     Ok(format!("uid {uid}"))
+}
+
+fn echo_execution(_: &Docker, project: &Project) -> Result<String> {
+    let api = Api::new(project.stack.server_port);
+    let input = format!(
+        "smoke {}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let started = Instant::now();
+    let created = api.create_execution("echo", &input)?;
+    let mut after = 0;
+    loop {
+        let page = api.events(&created.id, after)?;
+        after = page.events.last().map_or(after, |event| event.seq);
+        if page.done {
+            break;
+        }
+        ensure!(
+            started.elapsed() < EXECUTION_TIMEOUT,
+            "{} did not finish within {} s",
+            created.id,
+            EXECUTION_TIMEOUT.as_secs()
+        );
+    }
+    let execution = api.execution(&created.id)?;
+    ensure!(
+        execution.status == "succeeded",
+        "{} ended {}: {}",
+        created.id,
+        execution.status,
+        execution.error.unwrap_or_default()
+    );
+    ensure!(
+        execution.result.as_deref() == Some(input.as_str()),
+        "{} returned {:?}, not {input:?}",
+        created.id,
+        execution.result
+    );
+    Ok(format!(
+        "{} returned its input in {}",
+        created.id,
+        seconds(started.elapsed())
+    ))
 }
 
 /// `cargo xtask smoke`.

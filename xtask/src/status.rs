@@ -8,6 +8,7 @@ use clap::Args;
 use runner_container::engine::check_engine;
 use runner_container::inspect::{ContainerState, RunStatus};
 use runner_container::lifecycle::{health, inspect_container};
+use runner_container::server_process;
 use serde_json::{json, Value};
 use xshell::Shell;
 
@@ -30,7 +31,7 @@ impl Status {
             Some(base) => {
                 let plan = image::decide(project, base, present)?;
                 json!({
-                    "name": project.settings.image,
+                    "name": project.stack.runner.image,
                     "id": plan.image.as_ref().map(|i| i.id.clone()),
                     "size_bytes": plan.image.as_ref().map(|i| i.size),
                     "created": plan.image.as_ref().map(|i| i.created.clone()),
@@ -40,19 +41,22 @@ impl Status {
                 })
             }
             None => json!({
-                "name": project.settings.image,
+                "name": project.stack.runner.image,
                 "current": false,
                 "reason": format!("base image {} not present: `cargo xtask dev` pulls or makes it", project.configured_base),
             }),
         };
-        let container_report = match inspect_container(&docker, &project.settings.container_name)? {
+        let container_report = match inspect_container(
+            &docker,
+            &project.stack.runner.container_name,
+        )? {
             ContainerState::Absent => json!({"state": "absent"}),
             ContainerState::Foreign(container) => {
                 json!({"state": "foreign", "id": container.id, "note": "not created by Stigmer: left alone"})
             }
             ContainerState::Ours(container) => {
                 let answering = container.status == RunStatus::Running
-                    && health(project.settings.health_port, Duration::from_secs(1)).is_ok();
+                    && health(project.stack.runner.health_port, Duration::from_secs(1)).is_ok();
                 let uptime = (container.status == RunStatus::Running)
                     .then(|| uptime_seconds(&container.started_at))
                     .flatten();
@@ -70,10 +74,11 @@ impl Status {
         };
         let report = json!({
             "engine": engine,
+            "server": server_process::status(&project.stack.data_dir, project.stack.server_port),
             "image": image_report,
             "container": container_report,
-            "health_url": project.settings.health_url(),
-            "data_dir": project.data_dir.root(),
+            "health_url": project.stack.runner.health_url(),
+            "data_dir": project.stack.data_dir.root(),
         });
         if self.json {
             println!("{report}");

@@ -1,14 +1,15 @@
-//! `cargo xtask stop`: graceful stop (30 s), then kill, then remove; stopping what is not
-//! running succeeds.
+//! `cargo xtask stop`: the agent-runner container (graceful stop with a 30 s grace period,
+//! then kill, then remove), then stigmer-server; stopping what is not running succeeds.
 
 use anyhow::Result;
 use clap::Args;
 use runner_container::engine::check_engine;
 use runner_container::lifecycle::{stop, StopOutcome};
+use runner_container::progress::Progress;
+use runner_container::server_process;
 use xshell::Shell;
 
 use crate::Project;
-use runner_container::progress::Progress;
 
 #[derive(Args)]
 pub struct Stop {}
@@ -18,15 +19,30 @@ impl Stop {
         let docker = crate::docker()?;
         let mut progress = Progress::new();
         progress.phase("Checking Docker", |_| check_engine(&docker))?;
-        let outcome = progress.phase("Stopping the agent-runner container", |_| {
-            stop(&docker, &project.data_dir, &project.settings.container_name)
+        let container = progress.phase("Stopping the agent-runner container", |_| {
+            stop(
+                &docker,
+                &project.stack.data_dir,
+                &project.stack.runner.container_name,
+            )
         })?;
-        match outcome {
+        match container {
             StopOutcome::Stopped { id } => {
                 println!("stopped and removed {}", &id[..id.len().min(12)])
             }
             StopOutcome::NotRunning => {
-                println!("{} was not running", project.settings.container_name)
+                println!("{} was not running", project.stack.runner.container_name)
+            }
+        }
+        let server = progress.phase("Stopping stigmer-server", |_| {
+            server_process::stop(&project.stack.data_dir)
+        })?;
+        match server {
+            server_process::StopOutcome::Stopped { pid, .. } => {
+                println!("stopped stigmer-server (pid {pid})")
+            }
+            server_process::StopOutcome::NotRunning { .. } => {
+                println!("stigmer-server was not running")
             }
         }
         Ok(())

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 const IMAGE: &str = "stigmer-agent-runner:xtask-test";
 const CONTAINER: &str = "stigmer-agent-runner-xtask-test";
 const HEALTH_PORT: &str = "7335";
+const SERVER_PORT: &str = "7338";
 
 static ENGINE: Mutex<()> = Mutex::new(());
 
@@ -70,6 +71,7 @@ impl Sandbox {
             .env("STIGMER_RUNNER_IMAGE", IMAGE)
             .env("STIGMER_RUNNER_CONTAINER", CONTAINER)
             .env("STIGMER_RUNNER_HEALTH_PORT", HEALTH_PORT)
+            .env("STIGMER_SERVER_PORT", SERVER_PORT)
             .env_remove("STIGMER_LOG_LEVEL");
         for (key, value) in env {
             command.env(key, value);

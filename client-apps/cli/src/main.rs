@@ -2,11 +2,9 @@
 //!
 //! `stigmer server start|stop|status|logs` manage the stigmer-server process and the
 //! agent-runner container; `stigmer run` creates an execution and follows it. This file holds
-//! the command line, reads the environment once into a [`config::Config`], and turns errors
+//! the command line, reads the environment once into a [`runner_container::stack::StackConfig`], and turns errors
 //! into `✗ <message>` and a non-zero exit. Results go to stdout, progress to stderr.
 
-mod api;
-mod config;
 mod run;
 mod server;
 
@@ -15,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::Config;
+use runner_container::stack::StackConfig as Config;
 
 #[derive(Debug, Parser)]
 #[command(

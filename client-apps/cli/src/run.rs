@@ -9,9 +9,9 @@ use std::sync::{Mutex, PoisonError};
 
 use anyhow::{bail, Context, Result};
 
-use crate::api::{Api, Event};
-use crate::config::Config;
 use crate::{RunInput, RunRequest};
+use runner_container::server_api::{Api, Event};
+use runner_container::stack::StackConfig as Config;
 
 /// The execution being followed, for the Ctrl-C handler's message.
 static FOLLOWING: Mutex<Option<String>> = Mutex::new(None);

@@ -17,8 +17,8 @@ use runner_container::server_process;
 use runner_container::spec::{ContainerSpec, HostUser, DATA_DIR_LABEL, DEFAULT_IMAGE};
 use serde::Serialize;
 
-use crate::config::Config;
 use crate::Component;
+use runner_container::stack::StackConfig as Config;
 
 /// How long the runner may take from `docker run` to answering its health endpoint.
 const RUNNER_READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -410,17 +410,9 @@ pub fn logs(config: &Config, component: Component, follow: bool, tail: u32) -> R
 
 /// Our container: through the ID file or, failing that, by exact name.
 fn runner_container_for_logs(config: &Config, docker: &Docker) -> Result<String> {
-    if let Some(id) = lifecycle::read_id_file(&config.data_dir) {
-        if let ContainerState::Ours(container) = lifecycle::inspect_container(docker, &id)? {
-            return Ok(container.id);
-        }
-    }
-    match lifecycle::inspect_container(docker, &config.runner.container_name)? {
-        ContainerState::Ours(container) => Ok(container.id),
-        ContainerState::Foreign(container) => {
-            bail!(lifecycle::foreign_container_message(&container))
-        }
-        ContainerState::Absent => bail!(
+    match lifecycle::find_ours(docker, &config.data_dir, &config.runner.container_name)? {
+        Some(container) => Ok(container.id),
+        None => bail!(
             "there is no agent-runner container ({}): start it with `stigmer server start`",
             config.runner.container_name
         ),

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use crate::spec::{CONFIG_LABEL, MANAGED_LABEL};
+use std::path::Path;
+
+use crate::paths::DataDir;
+use crate::spec::{CONFIG_LABEL, DATA_DIR_LABEL, MANAGED_LABEL};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -45,6 +48,15 @@ impl Container {
     /// Ours means created by this project: the run-time label is there.
     pub fn is_ours(&self) -> bool {
         self.labels.get(MANAGED_LABEL).map(String::as_str) == Some("true")
+    }
+
+    /// Whether the container belongs to the stack of `data_dir`. One started without the
+    /// data-directory label (by the project's compose file) counts as this stack's.
+    pub fn belongs_to(&self, data_dir: &DataDir) -> bool {
+        match self.labels.get(DATA_DIR_LABEL) {
+            Some(dir) => Path::new(dir) == data_dir.root(),
+            None => true,
+        }
     }
 
     pub fn config_digest(&self) -> Option<&str> {

@@ -14,5 +14,7 @@ pub mod inspect;
 pub mod lifecycle;
 pub mod paths;
 pub mod progress;
+pub mod server_api;
 pub mod server_process;
 pub mod spec;
+pub mod stack;

@@ -55,6 +55,50 @@ pub fn foreign_container_message(container: &Container) -> String {
     )
 }
 
+/// The message for a container of ours that belongs to another data directory's stack.
+pub fn other_stack_message(container: &Container) -> String {
+    format!(
+        "the container `{name}` ({id}) belongs to the Stigmer stack of another data directory ({dir}), \
+         so it was left untouched.\nStop that stack first (`STIGMER_HOME={home} stigmer server stop`), \
+         or choose another container name with STIGMER_RUNNER_CONTAINER.",
+        name = container.name,
+        id = container.short_id(),
+        dir = container.labels.get(DATA_DIR_LABEL).map(String::as_str).unwrap_or("unknown"),
+        home = container
+            .labels
+            .get(DATA_DIR_LABEL)
+            .and_then(|dir| Path::new(dir).parent())
+            .map(|home| home.display().to_string())
+            .unwrap_or_default(),
+    )
+}
+
+/// This stack's container from `state`, `None` when there is none; a foreign container or
+/// another stack's is an error that says what to do, and is never touched.
+pub fn claim(state: ContainerState, data_dir: &DataDir) -> Result<Option<Container>> {
+    match state {
+        ContainerState::Absent => Ok(None),
+        ContainerState::Foreign(container) => bail!(foreign_container_message(&container)),
+        ContainerState::Ours(container) if !container.belongs_to(data_dir) => {
+            bail!(other_stack_message(&container))
+        }
+        ContainerState::Ours(container) => Ok(Some(container)),
+    }
+}
+
+/// This stack's container, found through the ID file or, failing that, by exact name.
+pub fn find_ours(docker: &Docker, data_dir: &DataDir, name: &str) -> Result<Option<Container>> {
+    if let Some(id) = read_id_file(data_dir) {
+        // A stale file may name a container that is gone or, after ID reuse, not ours.
+        if let ContainerState::Ours(container) = inspect_container(docker, &id)? {
+            if container.belongs_to(data_dir) {
+                return Ok(Some(container));
+            }
+        }
+    }
+    claim(inspect_container(docker, name)?, data_dir)
+}
+
 /// What [`ensure_running`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartOutcome {
@@ -95,10 +139,9 @@ pub fn ensure_running(
     host_user: HostUser,
 ) -> Result<StartOutcome> {
     remove_orphans(docker, data_dir, &spec.name)?;
-    let reason = match inspect_container(docker, &spec.name)? {
-        ContainerState::Foreign(container) => bail!(foreign_container_message(&container)),
-        ContainerState::Absent => None,
-        ContainerState::Ours(container) => {
+    let reason = match claim(inspect_container(docker, &spec.name)?, data_dir)? {
+        None => None,
+        Some(container) => {
             let reason = match replacement_reason(&container, spec, image_id) {
                 None if health(spec.health_port, Duration::from_millis(500)).is_ok() => {
                     write_id_file(data_dir, &container.id)?;
@@ -253,21 +296,7 @@ pub enum StopOutcome {
 
 /// Stops and removes our container, found through the ID file or, failing that, by exact name.
 pub fn stop(docker: &Docker, data_dir: &DataDir, name: &str) -> Result<StopOutcome> {
-    let mut candidate = None;
-    if let Some(id) = read_id_file(data_dir) {
-        // A stale file may name a container that is gone or, after ID reuse, not ours.
-        if let ContainerState::Ours(container) = inspect_container(docker, &id)? {
-            candidate = Some(container);
-        }
-    }
-    if candidate.is_none() {
-        match inspect_container(docker, name)? {
-            ContainerState::Foreign(container) => bail!(foreign_container_message(&container)),
-            ContainerState::Ours(container) => candidate = Some(container),
-            ContainerState::Absent => {}
-        }
-    }
-    let outcome = match candidate {
+    let outcome = match find_ours(docker, data_dir, name)? {
         Some(container) => {
             remove_container(docker, &container.id)?;
             StopOutcome::Stopped { id: container.id }

@@ -203,6 +203,18 @@ pub fn state(data_dir: &DataDir) -> ServerState {
     }
 }
 
+/// Whether the running server is an older build than `binary`: cargo replaces the file on a
+/// rebuild, so the process's `/proc/<pid>/exe` then reads `… (deleted)` or names another file.
+pub fn runs_outdated_binary(record: &PidRecord, binary: &Path) -> bool {
+    let Ok(running) = fs::read_link(format!("/proc/{}/exe", record.pid)) else {
+        return false;
+    };
+    let wanted = binary
+        .canonicalize()
+        .unwrap_or_else(|_| binary.to_path_buf());
+    running != wanted
+}
+
 /// Removes a stale PID file; returns why it was stale, or `None` when there was nothing to do.
 pub fn remove_stale(data_dir: &DataDir) -> Result<Option<String>> {
     match state(data_dir) {

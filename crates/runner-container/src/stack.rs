@@ -1,15 +1,17 @@
-//! Everything the CLI takes from its environment, read once: the data directory, the runner's
-//! settings, the server's port and where its binary is.
+//! Everything the local stack's tools (the CLI and `cargo xtask`) take from the environment,
+//! read once: the data directory, the runner's settings, the server's port and where its
+//! binary is.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use crate::paths::DataDir;
+use crate::server_process::{self, ServerConfig, DEFAULT_SERVER_PORT};
+use crate::spec::RunnerSettings;
 use anyhow::{bail, Context, Result};
-use runner_container::paths::DataDir;
-use runner_container::server_process::{self, ServerConfig, DEFAULT_SERVER_PORT};
-use runner_container::spec::RunnerSettings;
 
-pub struct Config {
+#[derive(Debug, Clone)]
+pub struct StackConfig {
     pub data_dir: DataDir,
     pub runner: RunnerSettings,
     pub server_port: u16,
@@ -21,9 +23,9 @@ pub struct Config {
     path_var: Option<OsString>,
 }
 
-impl Config {
-    pub fn from_process_env() -> Result<Config> {
-        Config::from_lookup(
+impl StackConfig {
+    pub fn from_process_env() -> Result<StackConfig> {
+        StackConfig::from_lookup(
             |name| std::env::var(name).ok().filter(|value| !value.is_empty()),
             DataDir::from_process_env()?,
             std::env::var_os("STIGMER_SERVER_BIN"),
@@ -38,7 +40,7 @@ impl Config {
         server_bin: Option<OsString>,
         current_exe: Option<PathBuf>,
         path_var: Option<OsString>,
-    ) -> Result<Config> {
+    ) -> Result<StackConfig> {
         let server_port = match lookup("STIGMER_SERVER_PORT") {
             None => DEFAULT_SERVER_PORT,
             Some(text) => match text.trim().parse::<u16>() {
@@ -61,7 +63,7 @@ impl Config {
         if lookup("STIGMER_BACKEND_ENDPOINT").is_none() {
             runner.backend_endpoint = format!("localhost:{server_port}");
         }
-        Ok(Config {
+        Ok(StackConfig {
             data_dir,
             runner,
             server_port,
@@ -89,8 +91,8 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn config(pairs: &'static [(&'static str, &'static str)]) -> Result<Config> {
-        Config::from_lookup(
+    fn config(pairs: &'static [(&'static str, &'static str)]) -> Result<StackConfig> {
+        StackConfig::from_lookup(
             |name| {
                 pairs
                     .iter()

@@ -1,12 +1,12 @@
-//! The CLI's side of the stigmer-server HTTP API (`/v1/executions`): typed requests and
-//! answers over the loopback client of `runner_container::http`.
+//! The client side of the stigmer-server HTTP API (`/v1/executions`), for the CLI's `run`
+//! and the dev loop's smoke check: typed requests and answers over [`crate::http`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::http::{self, Body, Response};
+use crate::server_process;
 use anyhow::{bail, Context, Result};
-use runner_container::http::{self, Body, Response};
-use runner_container::server_process;
 use serde::Deserialize;
 
 /// How long the server may hold a long poll for events (the API allows up to 30 s).
