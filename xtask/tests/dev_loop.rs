@@ -5,6 +5,9 @@
 //! so they never touch a developer's stack. They share that container name, so they take
 //! turns through one lock. Without an engine they fail: nothing here is skipped.
 
+// A panic is how a test fails, helpers included.
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
