@@ -184,7 +184,7 @@ fn dev_from_nothing_then_no_change_touch_status_smoke_and_stop() {
     let text = stderr(&second);
     assert!(text.contains("agent-runner image: up to date"), "{text}");
     assert!(text.contains("left alone"), "{text}");
-    assert!(!text.contains("Building"), "{text}");
+    assert!(!text.contains("Building the agent-runner image"), "{text}");
     assert_eq!(
         container_id().as_deref(),
         Some(id.as_str()),
@@ -214,7 +214,7 @@ fn dev_from_nothing_then_no_change_touch_status_smoke_and_stop() {
         stderr(&touched)
     );
     assert!(
-        !stderr(&touched).contains("Building"),
+        !stderr(&touched).contains("Building the agent-runner image"),
         "{}",
         stderr(&touched)
     );
