@@ -92,6 +92,7 @@ fn test_image(sh: &Shell, project: &Project, progress: &mut Progress) -> Result<
 /// only when the lock changes.
 fn python_env(sh: &Shell, project: &Project) -> Result<std::path::PathBuf> {
     let venv = project.root.join("target/agent-runner-venv");
+    wheels::check_lock_is_fresh(&project.runner_dir)?;
     let packages = wheels::read_lock(&project.runner_dir)?;
     let requirements = wheels::requirements(&packages, &["main", "dev"]);
     let stamp = venv.join("requirements.sha256");

@@ -8,12 +8,13 @@ use anyhow::{Context, Result};
 use clap::Args;
 use runner_container::engine::check_engine;
 use runner_container::lifecycle::{ensure_running, wait_until_ready, StartOutcome};
+use runner_container::lock::StackLock;
 use runner_container::progress::{seconds, Progress};
 use runner_container::server_process::{self, ServerState};
 use xshell::{cmd, Shell};
 
 use crate::image::{self, short_id};
-use crate::{smoke, Project};
+use crate::{publish, smoke, Project};
 
 /// How long the service may take to answer after its container started.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -26,6 +27,10 @@ impl Dev {
         let docker = crate::docker()?;
         let mut progress = Progress::new();
         let engine = progress.phase("Checking Docker", |_| check_engine(&docker))?;
+        // Taken only once the engine answered: without one, nothing is written.
+        let _lock = StackLock::acquire(&project.stack.data_dir, "cargo xtask dev", |holder| {
+            progress.note(&format!("waiting for {holder} to finish with this stack"));
+        })?;
         let plan = image::plan(sh, &docker, project, &mut progress)?;
         eprintln!(
             "agent-runner image: {} (decided in {})",
@@ -34,7 +39,10 @@ impl Dev {
         );
         let image = match (&plan.image, plan.decision.needs_build()) {
             (Some(current), false) => current.clone(),
-            _ => image::build(sh, &docker, project, &engine, &plan, false, &mut progress)?,
+            _ => match publish::pull_instead_of_building(&docker, project, &plan, &mut progress)? {
+                Some(pulled) => pulled,
+                None => image::build(sh, &docker, project, &engine, &plan, false, &mut progress)?,
+            },
         };
         progress.phase("Building stigmer-server and stigmer", |_| {
             build_binaries(sh, project)
@@ -66,8 +74,13 @@ impl Dev {
             progress.note(&format!("ready {} after start", seconds(ready)));
             image::remove_replaced(&docker, plan.image.as_ref(), &image);
         }
-        if outcome.started_something() || server.started {
+        // A run killed before its checks leaves a container nobody checked: check it now.
+        if outcome.started_something()
+            || server.started
+            || !smoke::was_checked(project, outcome.id())
+        {
             smoke::run_checks(&docker, project, &mut progress)?;
+            smoke::mark_checked(project, outcome.id())?;
         }
         progress.summary();
         println!(

@@ -5,10 +5,13 @@
 //! pipelines call. Each subcommand lives in its own module with a `run` function.
 
 mod base_image;
+mod bench;
 mod ci;
+mod config;
 mod dev;
 mod image;
 mod logs;
+mod publish;
 mod smoke;
 mod status;
 mod stop;
@@ -19,6 +22,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use runner_container::docker::Docker;
+use runner_container::interrupt;
 use runner_container::spec::{ContainerSpec, HostUser};
 use runner_container::stack::StackConfig;
 use xshell::Shell;
@@ -29,6 +33,10 @@ struct Cli {
     /// The agent-runner service directory (default: backend/services/agent-runner of this checkout).
     #[arg(long, global = true, value_name = "DIR")]
     runner_dir: Option<PathBuf>,
+    /// The registry to pull runner images from and publish them to: HOST[:PORT]/PATH, or
+    /// `none` (default: STIGMER_REGISTRY, then `runner.registry` in stigmer.toml).
+    #[arg(long, global = true, value_name = "HOST[:PORT]/PATH")]
+    registry: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,6 +57,10 @@ enum Command {
     Stop(stop::Stop),
     /// Everything CI checks: formatting, lints, unit and engine-backed tests.
     Ci(ci::Ci),
+    /// This dev loop against `docker-compose up -d --build`, side by side, and the targets.
+    Bench(bench::Bench),
+    /// Build the agent-runner image if needed and push it under its inputs digest and version.
+    PublishRunner(publish::PublishRunner),
 }
 
 /// What every subcommand needs, gathered once from the environment before anything runs.
@@ -60,10 +72,12 @@ pub struct Project {
     pub host_user: HostUser,
     /// The base image the Dockerfile starts from, unless it must be made here.
     pub configured_base: String,
+    /// Where runner images are pulled from before building, and published to.
+    pub registry: Option<runner_container::registry::Registry>,
 }
 
 impl Project {
-    fn gather(runner_dir: Option<PathBuf>) -> Result<Project> {
+    fn gather(runner_dir: Option<PathBuf>, registry: Option<String>) -> Result<Project> {
         let root = project_root();
         let runner_dir = match runner_dir {
             Some(dir) => dir
@@ -77,6 +91,13 @@ impl Project {
             host_user: HostUser::current(),
             configured_base: std::env::var("STIGMER_BASE_IMAGE")
                 .unwrap_or_else(|_| base_image::DEFAULT_BASE.to_string()),
+            registry: config::resolve_registry(
+                registry.as_deref(),
+                std::env::var(runner_container::registry::REGISTRY_ENV)
+                    .ok()
+                    .as_deref(),
+                config::FileConfig::read(&root)?.runner.registry.as_deref(),
+            )?,
             root,
         })
     }
@@ -94,14 +115,20 @@ impl Project {
 fn main() {
     if let Err(err) = run() {
         eprintln!("✗ {err:#}");
-        std::process::exit(1);
+        let code = if interrupt::is_interrupted(&err) {
+            130
+        } else {
+            1
+        };
+        std::process::exit(code);
     }
 }
 
 fn run() -> Result<()> {
     let cli = Cli::parse();
+    interrupt::install()?;
     let sh = Shell::new().context("creating a shell")?;
-    let project = Project::gather(cli.runner_dir)?;
+    let project = Project::gather(cli.runner_dir, cli.registry)?;
     match cli.command {
         Command::Dev(cmd) => cmd.run(&sh, &project),
         Command::RebuildRunner(cmd) => cmd.run(&sh, &project),
@@ -110,6 +137,8 @@ fn run() -> Result<()> {
         Command::Logs(cmd) => cmd.run(&sh, &project),
         Command::Stop(cmd) => cmd.run(&sh, &project),
         Command::Ci(cmd) => cmd.run(&sh, &project),
+        Command::Bench(cmd) => cmd.run(&sh, &project),
+        Command::PublishRunner(cmd) => cmd.run(&sh, &project),
     }
 }
 

@@ -224,6 +224,35 @@ fn echo_execution(_: &Docker, project: &Project) -> Result<String> {
     ))
 }
 
+/// The container whose smoke checks passed last, kept beside its ID file.
+fn checked_file(project: &Project) -> std::path::PathBuf {
+    project
+        .stack
+        .data_dir
+        .root()
+        .join("agent-runner-checked.id")
+}
+
+pub fn was_checked(project: &Project, container_id: &str) -> bool {
+    fs::read_to_string(checked_file(project)).is_ok_and(|text| text.trim() == container_id)
+}
+
+pub fn mark_checked(project: &Project, container_id: &str) -> Result<()> {
+    let path = checked_file(project);
+    fs::write(&path, format!("{container_id}\n"))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+pub fn forget_checked(project: &Project) -> Result<()> {
+    let path = checked_file(project);
+    match fs::remove_file(&path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(err).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `cargo xtask smoke`.
 #[derive(Args)]
 pub struct Smoke {}

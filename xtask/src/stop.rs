@@ -5,11 +5,12 @@ use anyhow::Result;
 use clap::Args;
 use runner_container::engine::check_engine;
 use runner_container::lifecycle::{stop, StopOutcome};
+use runner_container::lock::StackLock;
 use runner_container::progress::Progress;
 use runner_container::server_process;
 use xshell::Shell;
 
-use crate::Project;
+use crate::{smoke, Project};
 
 #[derive(Args)]
 pub struct Stop {}
@@ -19,6 +20,9 @@ impl Stop {
         let docker = crate::docker()?;
         let mut progress = Progress::new();
         progress.phase("Checking Docker", |_| check_engine(&docker))?;
+        let _lock = StackLock::acquire(&project.stack.data_dir, "cargo xtask stop", |holder| {
+            progress.note(&format!("waiting for {holder} to finish with this stack"));
+        })?;
         let container = progress.phase("Stopping the agent-runner container", |_| {
             stop(
                 &docker,
@@ -34,6 +38,7 @@ impl Stop {
                 println!("{} was not running", project.stack.runner.container_name)
             }
         }
+        smoke::forget_checked(project)?;
         let server = progress.phase("Stopping stigmer-server", |_| {
             server_process::stop(&project.stack.data_dir)
         })?;

@@ -54,8 +54,15 @@ impl Docker {
 
     /// Runs `docker <args>` and returns what it printed, whatever its exit status.
     pub fn capture(&self, args: &[String]) -> Result<Captured> {
+        self.capture_with_env(args, &[])
+    }
+
+    /// Like [`Docker::capture`], with extra variables in docker's own environment (for values
+    /// that must not appear on its command line).
+    pub fn capture_with_env(&self, args: &[String], env: &[(String, String)]) -> Result<Captured> {
         let program = &self.program;
         let output = cmd!(self.sh, "{program} {args...}")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .quiet()
             .ignore_status()
             .output()
@@ -182,11 +189,27 @@ pub fn stream(
     }
     drop(sender);
     let mut recent: Vec<String> = Vec::new();
-    for line in receiver {
-        on_line(&line);
-        recent.push(line);
-        if recent.len() > 50 {
-            recent.remove(0);
+    let mut interrupted = false;
+    loop {
+        match receiver.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                on_line(&line);
+                recent.push(line);
+                if recent.len() > 50 {
+                    recent.remove(0);
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if crate::interrupt::requested() && !interrupted {
+            // Without a terminal the child did not get the Ctrl-C itself: pass it on, so
+            // that docker cancels the build (or mmdebstrap cleans up) before we return.
+            interrupted = true;
+            if let Ok(pid) = i32::try_from(child.id()) {
+                // SAFETY: kill only sends a signal to our own child.
+                unsafe { libc::kill(pid, libc::SIGINT) };
+            }
         }
     }
     for reader in readers {
@@ -195,6 +218,9 @@ pub fn stream(
     let status = child
         .wait()
         .with_context(|| format!("waiting for `{program}`"))?;
+    if interrupted {
+        return Err(crate::interrupt::Interrupted.into());
+    }
     if !status.success() {
         // The full argument list can be long (labels); the first words name the command.
         let command: Vec<&str> = std::iter::once(program)

@@ -201,7 +201,7 @@ pub fn start(
     host_user: HostUser,
 ) -> Result<String> {
     prepare_workspace(&data_dir.workspace(), host_user)?;
-    let captured = docker.capture(&spec.run_args())?;
+    let captured = docker.capture_with_env(&spec.run_args(), &spec.client_env())?;
     if !captured.success {
         // `docker run` may have created the container before failing to start it.
         if let ContainerState::Ours(container) = inspect_container(docker, &spec.name)? {
@@ -359,6 +359,7 @@ pub fn wait_until_ready(
     let started = Instant::now();
     let mut last_state_check = Instant::now();
     loop {
+        crate::interrupt::check()?;
         if health(spec.health_port, Duration::from_millis(250)).is_ok() {
             return Ok(started.elapsed());
         }

@@ -70,6 +70,31 @@ pub struct RunnerSettings {
     pub health_port: u16,
     pub backend_endpoint: String,
     pub log_level: String,
+    /// Settings of the pr-reviewer's optional Ollama model, passed through when set.
+    pub passthrough: Vec<(String, String)>,
+    /// API keys and the like: they reach the container through the docker client's
+    /// environment, never on a command line (see [`ContainerSpec::run_args`]).
+    pub secrets: Vec<(String, Secret)>,
+}
+
+/// Variables passed to the container as they are when set on the host.
+pub const PASSTHROUGH_NAMES: [&str; 2] = ["OLLAMA_BASE_URL", "OLLAMA_MODEL"];
+/// Variables passed to the container as secrets when set on the host or in `.env`.
+pub const SECRET_NAMES: [&str; 4] = [
+    "STIGMER_API_KEY",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "OLLAMA_API_KEY",
+];
+
+/// A secret value: compared and hashed, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret(…)")
+    }
 }
 
 impl Default for RunnerSettings {
@@ -80,6 +105,8 @@ impl Default for RunnerSettings {
             health_port: DEFAULT_HEALTH_PORT,
             backend_endpoint: DEFAULT_BACKEND_ENDPOINT.to_string(),
             log_level: "INFO".to_string(),
+            passthrough: Vec::new(),
+            secrets: Vec::new(),
         }
     }
 }
@@ -114,6 +141,16 @@ impl RunnerSettings {
                 );
             }
             settings.log_level = level;
+        }
+        for name in PASSTHROUGH_NAMES {
+            if let Some(value) = lookup(name) {
+                settings.passthrough.push((name.to_string(), value));
+            }
+        }
+        for name in SECRET_NAMES {
+            if let Some(value) = lookup(name).filter(|value| !value.is_empty()) {
+                settings.secrets.push((name.to_string(), Secret(value)));
+            }
         }
         Ok(settings)
     }
@@ -159,6 +196,7 @@ pub struct ContainerSpec {
     pub mounts: Vec<Mount>,
     pub labels: BTreeMap<String, String>,
     pub health_port: u16,
+    pub secrets: Vec<(String, Secret)>,
 }
 
 impl ContainerSpec {
@@ -188,7 +226,11 @@ impl ContainerSpec {
             name: settings.container_name.clone(),
             image: settings.image.clone(),
             user: host_user.container_user(),
-            env: env.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            env: env
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .chain(settings.passthrough.iter().cloned())
+                .collect(),
             mounts: vec![Mount {
                 host: data_dir.workspace(),
                 container: "/workspace".to_string(),
@@ -201,6 +243,7 @@ impl ContainerSpec {
                 ),
             ]),
             health_port: settings.health_port,
+            secrets: settings.secrets.clone(),
         };
         let digest = spec.config_digest();
         spec.labels.insert(CONFIG_LABEL.to_string(), digest);
@@ -215,6 +258,11 @@ impl ContainerSpec {
         for arg in without_digest.run_args() {
             hasher.update(arg.as_bytes());
             hasher.update([0]);
+        }
+        // A changed key must restart the container; only its hash enters the label.
+        for (name, Secret(value)) in &self.secrets {
+            hasher.update(name.as_bytes());
+            hasher.update(Sha256::digest(value.as_bytes()));
         }
         hex(&hasher.finalize())
     }
@@ -265,8 +313,23 @@ impl ContainerSpec {
         for (key, value) in &self.env {
             args.extend(["--env".to_string(), format!("{key}={value}")]);
         }
+        // `--env NAME` without a value makes docker take it from its own environment, so the
+        // value never shows in a process list (docker run reference, "--env").
+        for (name, _) in &self.secrets {
+            args.extend(["--env".to_string(), name.clone()]);
+        }
         args.push(self.image.clone());
         args
+    }
+}
+
+impl ContainerSpec {
+    /// The environment the docker client needs for [`ContainerSpec::run_args`]: the secrets.
+    pub fn client_env(&self) -> Vec<(String, String)> {
+        self.secrets
+            .iter()
+            .map(|(name, Secret(value))| (name.clone(), value.clone()))
+            .collect()
     }
 }
 
@@ -343,6 +406,55 @@ mod tests {
         .map(String::from)
         .to_vec();
         assert_eq!(spec.run_args(), expected);
+    }
+
+    #[test]
+    fn secrets_stay_off_the_command_line() {
+        let data_dir = DataDir::at(PathBuf::from("/d"));
+        let settings = RunnerSettings::from_lookup(|name| {
+            (name == "OPENAI_API_KEY").then(|| "sk-very-secret".to_string())
+        })
+        .unwrap();
+        let spec = ContainerSpec::agent_runner(
+            &settings,
+            &data_dir,
+            HostUser {
+                uid: 1000,
+                gid: 1000,
+            },
+        );
+        let args = spec.run_args();
+        assert!(
+            args.windows(2)
+                .any(|pair| pair == ["--env", "OPENAI_API_KEY"]),
+            "{args:?}"
+        );
+        assert!(
+            !args.iter().any(|arg| arg.contains("sk-very-secret")),
+            "{args:?}"
+        );
+        assert!(!spec
+            .labels
+            .values()
+            .any(|value| value.contains("sk-very-secret")));
+        assert!(!format!("{spec:?}").contains("sk-very-secret"));
+        assert_eq!(
+            spec.client_env(),
+            vec![("OPENAI_API_KEY".to_string(), "sk-very-secret".to_string())]
+        );
+        let rotated = RunnerSettings::from_lookup(|name| {
+            (name == "OPENAI_API_KEY").then(|| "sk-other".to_string())
+        })
+        .unwrap();
+        let rotated = ContainerSpec::agent_runner(
+            &rotated,
+            &data_dir,
+            HostUser {
+                uid: 1000,
+                gid: 1000,
+            },
+        );
+        assert_ne!(spec.config_digest(), rotated.config_digest());
     }
 
     #[test]

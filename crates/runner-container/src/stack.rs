@@ -2,12 +2,13 @@
 //! read once: the data directory, the runner's settings, the server's port and where its
 //! binary is.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use crate::paths::DataDir;
 use crate::server_process::{self, ServerConfig, DEFAULT_SERVER_PORT};
-use crate::spec::RunnerSettings;
+use crate::spec::{RunnerSettings, PASSTHROUGH_NAMES, SECRET_NAMES};
 use anyhow::{bail, Context, Result};
 
 #[derive(Debug, Clone)]
@@ -24,10 +25,23 @@ pub struct StackConfig {
 }
 
 impl StackConfig {
+    /// The process environment, then `<stigmer home>/.env` for the runner's secrets and
+    /// Ollama settings (the environment wins).
     pub fn from_process_env() -> Result<StackConfig> {
+        let data_dir = DataDir::from_process_env()?;
+        let dotenv = read_dotenv(&data_dir)?;
         StackConfig::from_lookup(
-            |name| std::env::var(name).ok().filter(|value| !value.is_empty()),
-            DataDir::from_process_env()?,
+            |name| {
+                std::env::var(name)
+                    .ok()
+                    .filter(|value| !value.is_empty())
+                    .or_else(|| {
+                        let from_file =
+                            SECRET_NAMES.contains(&name) || PASSTHROUGH_NAMES.contains(&name);
+                        from_file.then(|| dotenv.get(name).cloned()).flatten()
+                    })
+            },
+            data_dir,
             std::env::var_os("STIGMER_SERVER_BIN"),
             std::env::current_exe().ok(),
             std::env::var_os("PATH"),
@@ -87,6 +101,38 @@ impl StackConfig {
     }
 }
 
+/// `KEY=VALUE` lines of `<stigmer home>/.env` (comments, blank lines, `export ` and quotes
+/// allowed); a missing file is an empty one.
+fn read_dotenv(data_dir: &DataDir) -> Result<BTreeMap<String, String>> {
+    let Some(home) = data_dir.root().parent() else {
+        return Ok(BTreeMap::new());
+    };
+    let path = home.join(".env");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(parse_dotenv(&text)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+pub fn parse_dotenv(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| {
+            let line = line.strip_prefix("export ").unwrap_or(line);
+            let (key, value) = line.split_once('=')?;
+            let value = value.trim();
+            let unquoted = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(value);
+            Some((key.trim().to_string(), unquoted.to_string()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +150,22 @@ mod tests {
             None,
             None,
         )
+    }
+
+    #[test]
+    fn dotenv_lines() {
+        let parsed = parse_dotenv(
+            "# keys\nexport OPENAI_API_KEY=\"sk-1\"\n\nOLLAMA_MODEL='llama3'\nbroken line\n",
+        );
+        assert_eq!(
+            parsed.get("OPENAI_API_KEY").map(String::as_str),
+            Some("sk-1")
+        );
+        assert_eq!(
+            parsed.get("OLLAMA_MODEL").map(String::as_str),
+            Some("llama3")
+        );
+        assert_eq!(parsed.len(), 2);
     }
 
     #[test]
