@@ -20,9 +20,10 @@ impl Stop {
         let docker = crate::docker()?;
         let mut progress = Progress::new();
         progress.phase("Checking Docker", |_| check_engine(&docker))?;
-        let _lock = StackLock::acquire(&project.stack.data_dir, "cargo xtask stop", |holder| {
-            progress.note(&format!("waiting for {holder} to finish with this stack"));
-        })?;
+        let _lock =
+            StackLock::acquire_if_present(&project.stack.data_dir, "cargo xtask stop", |holder| {
+                progress.note(&format!("waiting for {holder} to finish with this stack"));
+            })?;
         let container = progress.phase("Stopping the agent-runner container", |_| {
             stop(
                 &docker,

@@ -128,7 +128,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("✗ {err:#}");
-            ExitCode::FAILURE
+            if runner_container::interrupt::is_interrupted(&err) {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -9,10 +9,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use runner_container::docker::{tail_lines, Docker};
-use runner_container::engine::{self, EngineInfo};
+use runner_container::engine;
 use runner_container::inspect::{ContainerState, Health, RunStatus};
+use runner_container::interrupt;
 use runner_container::lifecycle::{self, StartOutcome};
+use runner_container::lock::StackLock;
 use runner_container::progress::Progress;
+use runner_container::registry::{self, Registry};
 use runner_container::server_process;
 use runner_container::spec::{ContainerSpec, HostUser, DATA_DIR_LABEL, DEFAULT_IMAGE};
 use serde::Serialize;
@@ -36,15 +39,38 @@ pub fn image_missing_message(image: &str) -> String {
 pub fn start(config: &Config, restart: bool) -> Result<()> {
     let data_dir = &config.data_dir;
     let mut progress = Progress::new();
-    progress.phase("Setting up data directory", |phase| {
+    interrupt::install()?;
+    let docker = Docker::new()?;
+    // Docker and the image are checked before anything is written or started: without them
+    // the command fails and leaves the machine as it found it.
+    progress.phase("Checking Docker", |phase| {
+        let info = engine::check_engine(&docker)?;
+        phase.line(&format!(
+            "Docker {} ({})",
+            info.server_version,
+            info.platform()
+        ));
+        Ok(())
+    })?;
+    let registry = Registry::from_process_env()?;
+    let image = progress.phase("Checking the agent-runner image", |_| {
+        match lifecycle::inspect_image(&docker, &config.runner.image)? {
+            Some(image) => Ok(image),
+            // Never built implicitly: a build takes minutes and belongs to the dev loop. The
+            // image published for this version is pulled when a registry is configured.
+            None => pull_published_image(&docker, registry.as_ref(), &config.runner.image),
+        }
+    })?;
+    let _lock = progress.phase("Setting up data directory", |phase| {
         phase.line(&data_dir.root().display().to_string());
         for dir in [data_dir.root().to_path_buf(), data_dir.logs_dir()] {
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        Ok(())
+        StackLock::acquire(data_dir, "stigmer server start", |holder| {
+            phase.line(&format!("waiting for {holder} to finish with this stack"));
+        })
     })?;
     let server_config = progress.phase("Loading configuration", |_| config.server_config())?;
-    let docker = Docker::new()?;
     if restart {
         progress.phase("Stopping the running stack", |_| {
             stop_quietly(config, &docker);
@@ -52,20 +78,14 @@ pub fn start(config: &Config, restart: bool) -> Result<()> {
         })?;
     }
     let mut notes = Vec::new();
-    let engine = progress.phase("Cleaning up orphans", |_| {
+    progress.phase("Cleaning up orphans", |_| {
         if let Some(reason) = server_process::remove_stale(data_dir)? {
             notes.push(format!("removed a stale server PID file: {reason}"));
         }
-        // Containers can only be looked for when the engine answers; the Docker phase below
-        // reports it when it does not.
-        let engine = engine::check_engine(&docker);
-        if engine.is_ok() {
-            for name in lifecycle::remove_orphans(&docker, data_dir, &config.runner.container_name)?
-            {
-                notes.push(format!("removed the orphaned container {name}"));
-            }
+        for name in lifecycle::remove_orphans(&docker, data_dir, &config.runner.container_name)? {
+            notes.push(format!("removed the orphaned container {name}"));
         }
-        Ok(engine)
+        Ok(())
     })?;
     for note in notes {
         progress.note(&note);
@@ -76,7 +96,7 @@ pub fn start(config: &Config, restart: bool) -> Result<()> {
     if let server_process::StartOutcome::AlreadyRunning { pid } = server {
         progress.note(&format!("the Stigmer server already runs (pid {pid})"));
     }
-    let runner = match start_runner(config, &mut progress, &docker, engine) {
+    let runner = match start_runner(config, &mut progress, &docker, &image) {
         Ok(runner) => runner,
         Err(err) => {
             if let server_process::StartOutcome::Started { .. } = server {
@@ -113,28 +133,33 @@ pub fn start(config: &Config, restart: bool) -> Result<()> {
     Ok(())
 }
 
+/// The image published for this CLI's version in `registry`, tagged as `image`; the build
+/// hint when no registry is configured or the pull fails.
+fn pull_published_image(
+    docker: &Docker,
+    registry: Option<&Registry>,
+    image: &str,
+) -> Result<runner_container::inspect::Image> {
+    let Some(registry) = registry else {
+        bail!(image_missing_message(image));
+    };
+    registry::pull_for_version(docker, registry, env!("CARGO_PKG_VERSION"), image).map_err(|err| {
+        anyhow::anyhow!(
+            "{}
+(the registry {} ({}) did not help: {err:#})",
+            image_missing_message(image),
+            registry.as_str(),
+            registry::REGISTRY_ENV
+        )
+    })
+}
+
 fn start_runner(
     config: &Config,
     progress: &mut Progress,
     docker: &Docker,
-    engine: Result<EngineInfo>,
+    image: &runner_container::inspect::Image,
 ) -> Result<StartOutcome> {
-    progress.phase("Checking Docker", |phase| {
-        let info = engine?;
-        phase.line(&format!(
-            "Docker {} ({})",
-            info.server_version,
-            info.platform()
-        ));
-        Ok(())
-    })?;
-    let image = progress.phase("Checking the agent-runner image", |_| {
-        match lifecycle::inspect_image(docker, &config.runner.image)? {
-            Some(image) => Ok(image),
-            // Never built implicitly: a build takes minutes and belongs to the dev loop.
-            None => bail!(image_missing_message(&config.runner.image)),
-        }
-    })?;
     let host_user = HostUser::current();
     let spec = ContainerSpec::agent_runner(&config.runner, &config.data_dir, host_user);
     let outcome = progress.phase("Starting agent runner", |_| {
@@ -176,8 +201,12 @@ fn stop_quietly(config: &Config, docker: &Docker) {
 
 pub fn stop(config: &Config) -> Result<()> {
     let docker = Docker::new()?;
+    let engine = engine::check_engine(&docker);
+    let _lock = StackLock::acquire_if_present(&config.data_dir, "stigmer server stop", |holder| {
+        eprintln!("ℹ waiting for {holder} to finish with this stack");
+    })?;
     let name = &config.runner.container_name;
-    match engine::check_engine(&docker) {
+    match &engine {
         Err(_) => eprintln!(
             "⚠ Docker does not answer, so the agent-runner container ({name}) could not be checked; \
              run `stigmer server stop` again once Docker runs"
@@ -211,7 +240,8 @@ pub fn stop(config: &Config) -> Result<()> {
             eprintln!("ℹ the Stigmer server was not running (removed its stale PID file: {reason})")
         }
     }
-    Ok(())
+    // The server is down, but whether the container is could not be known.
+    engine.map(|_| ())
 }
 
 /// The agent-runner's part of `stigmer server status`.

@@ -535,3 +535,344 @@ fn wait_with_deadline(mut child: std::process::Child, deadline: Duration) -> Out
     }
     child.wait_with_output().unwrap()
 }
+
+// ---- Faults and bad input (issue 5) ----
+
+/// Starts `command` and returns once a line of its stderr contains `needle`, with the child
+/// and the lines seen so far; the rest of its stderr keeps flowing into the returned channel.
+fn spawn_until(
+    mut command: Command,
+    needle: &str,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("`{needle}` never appeared"));
+        if line.contains(needle) {
+            return (child, lines);
+        }
+    }
+}
+
+fn signal(child: &std::process::Child, signal: i32) {
+    // SAFETY: the child is this test's own, not yet waited for.
+    assert_eq!(
+        unsafe { libc_kill(i32::try_from(child.id()).unwrap(), signal) },
+        0
+    );
+}
+
+/// Containers of this test's data directory, whatever their name or state.
+fn our_containers(stack: &Stack) -> Vec<String> {
+    let filter = format!("label=dev.stigmer.data-dir={}", stack.data().display());
+    let output = docker(&["ps", "--all", "--quiet", "--filter", &filter]);
+    text(&output.stdout).lines().map(String::from).collect()
+}
+
+#[test]
+fn without_docker_nothing_is_written() {
+    let stack = Stack::new("docker-missing");
+    for (key, value) in [
+        ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        // No `docker` program at all.
+        ("PATH", "/nonexistent"),
+    ] {
+        let started = Instant::now();
+        let start = stack.stigmer_env(&["server", "start"], &[(key, value)]);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{key}: {:?}",
+            started.elapsed()
+        );
+        assert!(!start.status.success(), "{key}");
+        assert!(
+            text(&start.stderr).contains("Docker is not running. Agent-runner requires Docker."),
+            "{key}: {}",
+            text(&start.stderr)
+        );
+        assert!(
+            !stack.data().exists(),
+            "{key}: the data directory was written"
+        );
+    }
+}
+
+#[test]
+fn a_runner_that_exits_at_start_is_reported_with_its_exit_code_and_logs() {
+    let stack = Stack::new("crash");
+    let started = Instant::now();
+    // The runner refuses this setting and exits with code 2 while starting.
+    let start = stack.stigmer_env(&["server", "start"], &[("OLLAMA_BASE_URL", "not a url")]);
+    assert!(!start.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let stderr = text(&start.stderr);
+    assert!(stderr.contains("exit code 2"), "{stderr}");
+    assert!(
+        stderr.contains("OLLAMA_BASE_URL"),
+        "the runner's own log line is missing: {stderr}"
+    );
+    // No restart loop, no half-started stack.
+    stack.assert_nothing_left();
+}
+
+#[test]
+fn concurrent_starts_make_one_stack() {
+    let stack = Stack::new("concurrent");
+    let first = stack
+        .command(&["server", "start"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let second = stack
+        .command(&["server", "start"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = wait_with_deadline(first, Duration::from_secs(90));
+    let second = wait_with_deadline(second, Duration::from_secs(90));
+    assert_success(&first);
+    assert_success(&second);
+    let both = format!("{}{}", text(&first.stdout), text(&second.stdout));
+    assert!(
+        both.contains("already running"),
+        "one of them must find the other's stack: {both}"
+    );
+    assert_eq!(our_containers(&stack).len(), 1);
+    assert_eq!(stack.processes().len(), 1, "{:?}", stack.processes());
+    assert_success(&stack.stigmer(&["server", "stop"]));
+    stack.assert_nothing_left();
+}
+
+#[test]
+fn killed_starts_and_stale_files_are_recovered() {
+    let stack = Stack::new("recover");
+    // SIGKILL while waiting for the runner: server and container are left running.
+    let (child, _) = spawn_until(
+        stack.command(&["server", "start"]),
+        "Waiting for agent runner",
+    );
+    signal(&child, 9);
+    let _ = wait_with_deadline(child, Duration::from_secs(10));
+    let again = stack.stigmer(&["server", "start"]);
+    assert_success(&again);
+    assert_eq!(our_containers(&stack).len(), 1);
+    assert_eq!(stack.processes().len(), 1);
+
+    // A container created but never started (a crash between create and start) is replaced.
+    assert_success(&stack.stigmer(&["server", "stop"]));
+    let mut create = vec!["create".to_string()];
+    let data_dir = runner_container::paths::DataDir::at(stack.data());
+    let settings = runner_container::spec::RunnerSettings {
+        image: IMAGE.to_string(),
+        container_name: CONTAINER.to_string(),
+        health_port: HEALTH_PORT.parse().unwrap(),
+        backend_endpoint: format!("localhost:{SERVER_PORT}"),
+        ..Default::default()
+    };
+    let spec = runner_container::spec::ContainerSpec::agent_runner(
+        &settings,
+        &data_dir,
+        runner_container::spec::HostUser::current(),
+    );
+    create.extend(spec.run_args().into_iter().skip(2));
+    let created = Command::new("docker").args(&create).output().unwrap();
+    assert_success(&created);
+    assert_eq!(container_state(CONTAINER).as_deref(), Some("created"));
+    assert_success(&stack.stigmer(&["server", "start"]));
+    assert_eq!(container_state(CONTAINER).as_deref(), Some("running"));
+
+    // Corrupt and stale files, and a container removed behind the tool's back.
+    assert_success(&stack.stigmer(&["server", "stop"]));
+    std::fs::write(stack.pid_file(), "not a pid\n").unwrap();
+    std::fs::write(stack.id_file(), "../../etc/passwd\n").unwrap();
+    assert_success(&stack.stigmer(&["server", "start"]));
+    // PID 1 with a made-up start time: another program's PID, never signalled.
+    let pid = stack.server_pid();
+    let status = stack.stigmer(&["server", "stop"]);
+    assert_success(&status);
+    std::fs::write(stack.pid_file(), "1 12345\n").unwrap();
+    assert!(
+        docker(&["rm", "--force", CONTAINER]).status.success()
+            || container_state(CONTAINER).is_none()
+    );
+    let start = stack.stigmer(&["server", "start"]);
+    assert_success(&start);
+    assert!(
+        text(&start.stderr).contains("stale server PID file"),
+        "{}",
+        text(&start.stderr)
+    );
+    assert!(alive(1));
+    assert_ne!(stack.server_pid(), pid);
+    let id = std::fs::read_to_string(stack.id_file()).unwrap();
+    assert!(docker(&["rm", "--force", id.trim()]).status.success());
+    assert_success(&stack.stigmer(&["server", "start"]));
+    assert_eq!(container_state(CONTAINER).as_deref(), Some("running"));
+    assert_success(&stack.stigmer(&["server", "stop"]));
+    stack.assert_nothing_left();
+}
+
+#[test]
+fn ctrl_c_during_start_stops_cleanly_and_twice_forces() {
+    let stack = Stack::new("ctrl-c");
+    let (child, _) = spawn_until(
+        stack.command(&["server", "start"]),
+        "Waiting for agent runner",
+    );
+    signal(&child, 2);
+    let stopped = wait_with_deadline(child, Duration::from_secs(15));
+    assert_eq!(stopped.status.code(), Some(130));
+    // A start that did not finish leaves nothing running.
+    stack.assert_nothing_left();
+
+    let (child, _) = spawn_until(
+        stack.command(&["server", "start"]),
+        "Starting Stigmer server",
+    );
+    signal(&child, 2);
+    signal(&child, 2);
+    let forced = wait_with_deadline(child, Duration::from_secs(5));
+    assert_eq!(forced.status.code(), Some(130));
+    // The next plain run recovers from whatever the forced stop left.
+    assert_success(&stack.stigmer(&["server", "start"]));
+    assert_eq!(our_containers(&stack).len(), 1);
+    assert_success(&stack.stigmer(&["server", "stop"]));
+    stack.assert_nothing_left();
+}
+
+#[test]
+fn a_hundred_start_stop_cycles_leak_nothing() {
+    let stack = Stack::new("cycles");
+    let cycles: u32 = std::env::var("STIGMER_TEST_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let started = Instant::now();
+    for cycle in 0..cycles {
+        let start = stack.stigmer(&["server", "start"]);
+        assert!(
+            start.status.success(),
+            "cycle {cycle}: {}",
+            text(&start.stderr)
+        );
+        let stop = stack.stigmer(&["server", "stop"]);
+        assert!(
+            stop.status.success(),
+            "cycle {cycle}: {}",
+            text(&stop.stderr)
+        );
+    }
+    let per_cycle = started.elapsed() / cycles;
+    eprintln!("FIGURES: {cycles} start/stop cycles, {per_cycle:?} per cycle");
+    stack.assert_nothing_left();
+    assert_eq!(our_containers(&stack), Vec::<String>::new());
+    let mut left: Vec<String> = std::fs::read_dir(stack.data())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    // What a stack keeps on purpose: its database, logs, workspace and lock file.
+    let kept = [
+        "logs",
+        "stack.lock",
+        "stigmer.db",
+        "stigmer.db-shm",
+        "stigmer.db-wal",
+        "workspace",
+    ];
+    assert!(
+        left.iter().all(|name| kept.contains(&name.as_str())),
+        "{left:?}"
+    );
+}
+
+#[test]
+fn workspace_and_database_survive_restarts_and_crashes() {
+    let stack = Stack::new("persistence");
+    assert_success(&stack.stigmer(&["server", "start"]));
+    let echo = stack.stigmer(&["run", "echo", "--input", "kept"]);
+    assert_success(&echo);
+    let id = text(&echo.stderr)
+        .lines()
+        .find_map(|line| line.strip_prefix("Execution ID: ").map(String::from))
+        .unwrap();
+    let kept_file = stack.data().join("workspace/notes.txt");
+    std::fs::write(&kept_file, "mine").unwrap();
+
+    assert_success(&stack.stigmer(&["server", "start", "--restart"]));
+    // SAFETY: the PID is this test's own server.
+    assert_eq!(unsafe { libc_kill(stack.server_pid(), 9) }, 0);
+    assert!(docker(&["kill", CONTAINER]).status.success());
+    assert_success(&stack.stigmer(&["server", "start"]));
+
+    assert_eq!(std::fs::read_to_string(&kept_file).unwrap(), "mine");
+    assert!(stack
+        .data()
+        .join("workspace")
+        .join(&id)
+        .join("input.txt")
+        .exists());
+    let follow = stack.stigmer(&["run", "--follow", &id]);
+    assert_success(&follow);
+    assert_eq!(text(&follow.stdout), "kept\n");
+    assert_success(&stack.stigmer(&["server", "stop"]));
+}
+
+#[test]
+fn the_stack_listens_on_loopback_only_and_runs_unprivileged() {
+    let stack = Stack::new("security");
+    let secret = "sk-test-not-for-any-process-list";
+    assert_success(&stack.stigmer_env(&["server", "start"], &[("OPENAI_API_KEY", secret)]));
+    // The secret reaches the process, and no label or image layer carries it.
+    let printed = docker(&["exec", CONTAINER, "printenv", "OPENAI_API_KEY"]);
+    assert_eq!(text(&printed.stdout).trim(), secret);
+    let labels =
+        text(&docker(&["inspect", "--format", "{{json .Config.Labels}}", CONTAINER]).stdout);
+    assert!(!labels.contains(secret), "{labels}");
+    let history = text(&docker(&["history", "--no-trunc", IMAGE]).stdout);
+    assert!(!history.contains(secret));
+    let inspect = |format: &str| {
+        text(&docker(&["inspect", "--format", format, CONTAINER]).stdout)
+            .trim()
+            .to_string()
+    };
+    assert_eq!(inspect("{{json .HostConfig.CapDrop}}"), "[\"ALL\"]");
+    assert_eq!(inspect("{{.HostConfig.ReadonlyRootfs}}"), "true");
+    assert!(inspect("{{json .HostConfig.SecurityOpt}}").contains("no-new-privileges"));
+    assert_ne!(inspect("{{.Config.User}}").split(':').next(), Some("0"));
+    // Every non-loopback address of this machine refuses both ports.
+    let addresses = text(&Command::new("hostname").arg("-I").output().unwrap().stdout);
+    let ports = [SERVER_PORT, HEALTH_PORT.parse::<u16>().unwrap()];
+    for address in addresses
+        .split_whitespace()
+        .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
+    {
+        for port in ports {
+            let reached = std::net::TcpStream::connect_timeout(
+                &SocketAddr::new(address, port),
+                Duration::from_secs(1),
+            );
+            assert!(reached.is_err(), "{address}:{port} answers");
+        }
+    }
+    assert_success(&stack.stigmer(&["server", "stop"]));
+}

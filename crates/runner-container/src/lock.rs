@@ -55,6 +55,21 @@ impl StackLock {
     }
 }
 
+impl StackLock {
+    /// For commands that only take things down: a data directory that does not exist holds
+    /// nothing to protect, and is not created just to lock it.
+    pub fn acquire_if_present(
+        data_dir: &DataDir,
+        holder: &str,
+        on_wait: impl FnOnce(&str),
+    ) -> Result<Option<StackLock>> {
+        if !data_dir.root().exists() {
+            return Ok(None);
+        }
+        StackLock::acquire(data_dir, holder, on_wait).map(Some)
+    }
+}
+
 /// `true` when the lock was taken, `false` when a non-blocking attempt found it held.
 fn flock(file: &File, operation: i32) -> Result<bool> {
     loop {

@@ -293,6 +293,10 @@ impl ContainerSpec {
             args.push(option.to_string());
         }
         args.extend(["--stop-timeout".to_string(), STOP_GRACE_SECONDS.to_string()]);
+        // docker-init as PID 1: a SIGTERM that arrives before Python installed its handler
+        // still ends the process (PID 1 ignores signals it has no handler for), and it reaps
+        // whatever the agents spawn.
+        args.push("--init".to_string());
         for option in [
             "--cap-drop",
             "ALL",
@@ -378,6 +382,7 @@ mod tests {
             "max-file=3",
             "--stop-timeout",
             "30",
+            "--init",
             "--cap-drop",
             "ALL",
             "--security-opt",
