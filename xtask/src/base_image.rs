@@ -84,6 +84,11 @@ pub fn obtain(
     project: &Project,
     progress: &mut Progress,
 ) -> Result<BaseImage> {
+    if let Some(registry) = &project.registry {
+        if let Some(base) = crate::publish::pull_base(docker, registry, project, progress)? {
+            return Ok(base);
+        }
+    }
     let reference = project.configured_base.clone();
     progress.note(&format!("{reference} is not present: trying to pull it"));
     let pulled = docker.capture(&args(["pull", &reference]))?;

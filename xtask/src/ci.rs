@@ -59,6 +59,9 @@ impl Ci {
                 .context("the agent-runner's tests failed")
         })?;
         test_image(sh, project, &mut progress)?;
+        progress.phase("docker-registry for the registry tests", |phase| {
+            ensure_docker_registry(sh, phase)
+        })?;
         // Each test binary's engine-backed tests share a container name and take turns.
         progress.phase("cargo test (unit and engine-backed)", |_| {
             cmd!(sh, "cargo test --workspace --quiet")
@@ -86,6 +89,49 @@ fn test_image(sh: &Shell, project: &Project, progress: &mut Progress) -> Result<
         image::remove_replaced(&docker, plan.image.as_ref(), &built);
     }
     Ok(())
+}
+
+/// xtask/tests/registry.rs runs Debian's `docker-registry` (the reference registry) on
+/// loopback; root installs it, anyone else is told how.
+fn ensure_docker_registry(sh: &Shell, phase: &runner_container::progress::Phase) -> Result<()> {
+    let present = cmd!(sh, "docker-registry --version")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_ok();
+    if present {
+        return Ok(());
+    }
+    // Hosted CI runners are not root but may use sudo without a password.
+    let (program, prefix): (&str, &[&str]) = if runner_container::spec::HostUser::current().uid == 0
+    {
+        ("apt-get", &[])
+    } else if cmd!(sh, "sudo -n true")
+        .quiet()
+        .ignore_stderr()
+        .run()
+        .is_ok()
+    {
+        ("sudo", &["apt-get"])
+    } else {
+        anyhow::bail!(
+            "the registry tests need Debian's docker-registry, which is not installed: \
+             run `sudo apt-get install docker-registry`, then `cargo xtask ci` again"
+        );
+    };
+    phase.line("installing docker-registry with apt-get");
+    cmd!(sh, "{program} {prefix...} update -qq")
+        .quiet()
+        .run()
+        .context("apt-get update")?;
+    // Where systemd runs, the package also starts a registry on port 5000; the tests start
+    // their own on a free port and never use that one.
+    cmd!(sh, "{program} {prefix...} install -y -qq docker-registry")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .quiet()
+        .run()
+        .context("installing docker-registry with apt-get")
 }
 
 /// A virtual environment under `target/` with the lock's main and dev groups, made again

@@ -558,11 +558,14 @@ fn spawn_until(
     });
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let line = lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| panic!("`{needle}` never appeared"));
-        if line.contains(needle) {
-            return (child, lines);
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains(needle) => return (child, lines),
+            Ok(_) => {}
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("`{needle}` never appeared");
+            }
         }
     }
 }

@@ -1,0 +1,249 @@
+//! `cargo xtask publish-runner`, and the other side of it in `cargo xtask dev`: pulling the
+//! working tree's image (and the base image it was built on) from the registry instead of
+//! building it.
+//!
+//! Publishing pushes the base image under its own name in the registry, then the agent-runner
+//! image under two tags: the digest of its inputs, which `dev` asks for, and the project's
+//! version, which the `stigmer` CLI of that version asks for. The OCI labels describing the
+//! publication are stamped on a configuration-only child of the built image, so they never
+//! touch the inputs or the rebuild decision (see `runner_container::registry`).
+
+use std::fs;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use runner_container::docker::Docker;
+use runner_container::engine::check_engine;
+use runner_container::inspect::Image;
+use runner_container::lifecycle::inspect_image;
+use runner_container::progress::{seconds, Progress};
+use runner_container::registry::{self, InputsPull, Pulled, Registry};
+use xshell::{cmd, Shell};
+
+use crate::base_image::{self, BaseImage};
+use crate::config::FileConfig;
+use crate::image::{self, short_id, Plan};
+use crate::Project;
+
+/// The `org.opencontainers.image.source` label when stigmer.toml does not name one.
+const DEFAULT_SOURCE: &str = "https://github.com/stigmer/stigmer";
+
+/// `cargo xtask publish-runner` (the registry comes from `--registry`, `STIGMER_REGISTRY` or
+/// stigmer.toml).
+#[derive(Args)]
+pub struct PublishRunner {}
+
+impl PublishRunner {
+    pub fn run(self, sh: &Shell, project: &Project) -> Result<()> {
+        let registry = project.registry.clone().context(
+            "no registry to publish to: pass --registry HOST[:PORT]/PATH, set STIGMER_REGISTRY, \
+             or set runner.registry in stigmer.toml",
+        )?;
+        let docker = crate::docker()?;
+        let mut progress = Progress::new();
+        let engine = progress.phase("Checking Docker", |_| check_engine(&docker))?;
+        let plan = image::plan(sh, &docker, project, &mut progress)?;
+        progress.note(&format!("agent-runner image: {}", plan.reason(project)));
+        let built = match (&plan.image, plan.decision.needs_build()) {
+            (Some(current), false) => current.clone(),
+            _ => {
+                let built =
+                    image::build(sh, &docker, project, &engine, &plan, false, &mut progress)?;
+                image::remove_replaced(&docker, plan.image.as_ref(), &built);
+                built
+            }
+        };
+        let labels = registry::oci_labels(
+            &FileConfig::read(&project.root)?
+                .runner
+                .source
+                .unwrap_or_else(|| DEFAULT_SOURCE.to_string()),
+            &revision(sh, project, &progress),
+            env!("CARGO_PKG_VERSION"),
+            &registry::rfc3339_utc(created_seconds()),
+        );
+        if let Some(mirror) = registry.mirror_reference(&plan.base.reference) {
+            progress.phase(&format!("Pushing the base image as {mirror}"), |phase| {
+                registry::push(&docker, &plan.base.reference, &mirror, |line| {
+                    phase.line(line)
+                })?;
+                registry::forget(&docker, &mirror);
+                Ok(())
+            })?;
+        }
+        let tags = [
+            registry.runner_reference(&plan.manifest.digest()),
+            registry.runner_reference(env!("CARGO_PKG_VERSION")),
+        ];
+        let stamped = progress.phase("Labelling the publication", |_| {
+            stamp(&docker, project, &built, &labels, &tags, &plan)
+        })?;
+        let pushed = progress.phase("Pushing the agent-runner image", |phase| {
+            for tag in &tags {
+                registry::push(&docker, tag, tag, |line| phase.line(line))?;
+            }
+            Ok(())
+        });
+        for tag in &tags {
+            registry::forget(&docker, tag);
+        }
+        pushed?;
+        progress.summary();
+        println!(
+            "published {} and {} (image {}, built as {})",
+            tags[0],
+            tags[1],
+            short_id(&stamped.id),
+            short_id(&built.id)
+        );
+        Ok(())
+    }
+}
+
+/// The configuration-only child of `built` carrying the publication's labels, checked to carry
+/// exactly the inputs `plan` decided on.
+fn stamp(
+    docker: &Docker,
+    project: &Project,
+    built: &Image,
+    labels: &[(String, String)],
+    tags: &[String],
+    plan: &Plan,
+) -> Result<Image> {
+    let context = project.cache_dir().join("publish");
+    fs::create_dir_all(&context).with_context(|| format!("creating {}", context.display()))?;
+    let dockerfile = context.join("Dockerfile");
+    fs::write(&dockerfile, registry::stamp_dockerfile(&built.id))
+        .with_context(|| format!("writing {}", dockerfile.display()))?;
+    let context = context.display().to_string();
+    docker
+        .checked(&registry::stamp_args(&context, labels, tags))
+        .context("adding the OCI labels to the agent-runner image")?;
+    let stamped = inspect_image(docker, &tags[0])?.context("the labelled image is not there")?;
+    if let Some(reason) = registry::input_mismatch(&stamped.labels, &plan.manifest) {
+        anyhow::bail!("the labelled image's inputs differ from the build's ({reason}); this is a bug in publish-runner");
+    }
+    Ok(stamped)
+}
+
+/// The commit the publication comes from, for the revision label; says so when the runner's
+/// files differ from it (the inputs digest still names exactly what was built).
+fn revision(sh: &Shell, project: &Project, progress: &Progress) -> String {
+    let _dir = sh.push_dir(&project.root);
+    let head = cmd!(sh, "git rev-parse HEAD")
+        .quiet()
+        .ignore_stderr()
+        .read();
+    let Ok(head) = head else {
+        progress.warn("not a git checkout: the revision label says `unknown`");
+        return "unknown".to_string();
+    };
+    let runner_dir = &project.runner_dir;
+    let dirty = cmd!(sh, "git status --porcelain -- {runner_dir}")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .map(|status| !status.trim().is_empty())
+        .unwrap_or(false);
+    if dirty {
+        progress.warn(&format!(
+            "the agent-runner's files differ from commit {}: its revision label names that commit",
+            &head[..head.len().min(12)]
+        ));
+    }
+    head
+}
+
+/// Now, or `SOURCE_DATE_EPOCH` when a reproducible pipeline sets it
+/// (https://reproducible-builds.org/specs/source-date-epoch/).
+fn created_seconds() -> u64 {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|elapsed| elapsed.as_secs())
+                .unwrap_or(0)
+        })
+}
+
+/// For `dev` before a build: the working tree's image from the registry, checked and tagged
+/// locally; `None` (after one line saying why) when there is no registry, or it is
+/// unreachable, lacks the image, or offers one whose inputs differ.
+pub fn pull_instead_of_building(
+    docker: &Docker,
+    project: &Project,
+    plan: &Plan,
+    progress: &mut Progress,
+) -> Result<Option<Image>> {
+    let Some(registry) = &project.registry else {
+        return Ok(None);
+    };
+    let pulled = registry::pull_for_inputs(
+        docker,
+        registry,
+        &plan.manifest,
+        &project.stack.runner.image,
+    )?;
+    match pulled {
+        InputsPull::Adopted {
+            image,
+            reference,
+            elapsed,
+        } => {
+            progress.note(&format!(
+                "pulled {reference} in {} instead of building: its input labels match the working tree",
+                seconds(elapsed)
+            ));
+            Ok(Some(image))
+        }
+        InputsPull::Unavailable { reference, reason } => {
+            progress.note(&format!(
+                "registry: {reference} not pulled ({reason}): building locally"
+            ));
+            Ok(None)
+        }
+        InputsPull::Refused { reference, reason } => {
+            progress.warn(&format!(
+                "registry: refused {reference}, its labels do not match the working tree ({reason}): building locally"
+            ));
+            Ok(None)
+        }
+    }
+}
+
+/// For a machine without the base image: the registry's copy, so that it resolves the same
+/// base image ID (and so the same inputs digest) as the machine that published.
+pub fn pull_base(
+    docker: &Docker,
+    registry: &Registry,
+    project: &Project,
+    progress: &Progress,
+) -> Result<Option<BaseImage>> {
+    let mut reasons = Vec::new();
+    for reference in base_image::candidate_references(project) {
+        let Some(mirror) = registry.mirror_reference(&reference) else {
+            continue;
+        };
+        match registry::pull(docker, &mirror)? {
+            Pulled::Image(image) => {
+                registry::adopt(docker, &mirror, &reference)?;
+                progress.note(&format!("pulled the base image {reference} from {mirror}"));
+                return Ok(Some(BaseImage {
+                    reference,
+                    id: image.id,
+                }));
+            }
+            Pulled::Failed(reason) => reasons.push(format!("{mirror}: {reason}")),
+        }
+    }
+    if !reasons.is_empty() {
+        progress.note(&format!(
+            "registry has no base image ({}): obtaining it without the registry",
+            reasons.join("; ")
+        ));
+    }
+    Ok(None)
+}
