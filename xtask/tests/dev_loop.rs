@@ -409,3 +409,311 @@ fn an_unreachable_engine_gets_the_docker_message_fast() {
         stderr(&no_docker)
     );
 }
+
+// ---- Faults and bad input (issue 5) ----
+
+fn edit(path: &Path, change: impl FnOnce(String) -> String) {
+    let text = fs::read_to_string(path).unwrap();
+    fs::write(path, change(text)).unwrap();
+}
+
+/// Starts `xtask dev` and returns once its stderr shows `needle`.
+fn dev_until(sandbox: &Sandbox, needle: &str) -> std::process::Child {
+    use std::io::{BufRead, BufReader};
+    let runner = sandbox.runner();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("--runner-dir")
+        .arg(&runner)
+        .arg("dev")
+        .env("STIGMER_HOME", sandbox.root.join("home"))
+        .env("STIGMER_RUNNER_IMAGE", IMAGE)
+        .env("STIGMER_RUNNER_CONTAINER", CONTAINER)
+        .env("STIGMER_RUNNER_HEALTH_PORT", HEALTH_PORT)
+        .env("STIGMER_SERVER_PORT", SERVER_PORT)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let found = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line.contains(needle));
+    // Keep draining so the child never blocks on a full pipe.
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+    if !found {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("`{needle}` never appeared");
+    }
+    child
+}
+
+fn send(child: &std::process::Child, signal: &str) {
+    let status = Command::new("kill")
+        .args(["-s", signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_for(mut child: std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn interrupted_and_killed_builds_are_recovered_by_the_next_run() {
+    let _turn = take_turn();
+    let sandbox = Sandbox::new("interrupt");
+    assert_success(&sandbox.xtask(&["dev"]));
+    let old_image = inspect(IMAGE, "{{.Id}}").unwrap();
+    let source = sandbox.runner().join("src/agent_runner/__init__.py");
+
+    // Ctrl-C during the build: docker cancels it, the tool stops with 130, the image is untouched.
+    edit(&source, |text| text + "\n# interrupted change\n");
+    let child = dev_until(&sandbox, "Building the agent-runner image");
+    send(&child, "INT");
+    assert_eq!(wait_for(child, Duration::from_secs(30)).code(), Some(130));
+    assert_eq!(
+        inspect(IMAGE, "{{.Id}}").as_deref(),
+        Some(old_image.as_str())
+    );
+
+    // A second Ctrl-C forces the exit at once.
+    let child = dev_until(&sandbox, "Building the agent-runner image");
+    send(&child, "INT");
+    send(&child, "INT");
+    assert_eq!(wait_for(child, Duration::from_secs(5)).code(), Some(130));
+
+    // SIGKILL during the build, then a plain run.
+    let child = dev_until(&sandbox, "Building the agent-runner image");
+    send(&child, "KILL");
+    let _ = wait_for(child, Duration::from_secs(5));
+    let recovered = sandbox.xtask(&["dev"]);
+    assert_success(&recovered);
+    assert!(
+        stderr(&recovered).contains("Smoke checks"),
+        "{}",
+        stderr(&recovered)
+    );
+
+    // SIGKILL while waiting for the container: the next run checks the container it left.
+    assert_success(&sandbox.xtask(&["stop"]));
+    let child = dev_until(&sandbox, "Waiting until ready");
+    send(&child, "KILL");
+    let _ = wait_for(child, Duration::from_secs(5));
+    let after = sandbox.xtask(&["dev"]);
+    assert_success(&after);
+    assert!(
+        stderr(&after).contains("Smoke checks"),
+        "the container left by the killed run was not checked: {}",
+        stderr(&after)
+    );
+}
+
+#[test]
+fn two_dev_runs_at_once_share_one_stack() {
+    let _turn = take_turn();
+    let sandbox = Sandbox::new("concurrent");
+    assert_success(&sandbox.xtask(&["stop"]));
+    let spawn = || {
+        let runner = sandbox.runner();
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .arg("--runner-dir")
+            .arg(&runner)
+            .arg("dev")
+            .env("STIGMER_HOME", sandbox.root.join("home"))
+            .env("STIGMER_RUNNER_IMAGE", IMAGE)
+            .env("STIGMER_RUNNER_CONTAINER", CONTAINER)
+            .env("STIGMER_RUNNER_HEALTH_PORT", HEALTH_PORT)
+            .env("STIGMER_SERVER_PORT", SERVER_PORT)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (spawn(), spawn());
+    let (first, second) = (
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    );
+    assert_success(&first);
+    assert_success(&second);
+    let both = format!("{}{}", stderr(&first), stderr(&second));
+    assert!(both.contains("waiting for cargo xtask dev"), "{both}");
+    assert!(both.contains("left alone"), "{both}");
+    assert!(container_id().is_some());
+}
+
+#[test]
+fn bad_inputs_get_precise_errors_and_leave_the_running_stack_alone() {
+    let _turn = take_turn();
+    let sandbox = Sandbox::new("bad-input");
+    assert_success(&sandbox.xtask(&["dev"]));
+    let id = container_id().unwrap();
+    let runner = sandbox.runner();
+    let lock = runner.join("poetry.lock");
+    let lock_bytes = fs::read(&lock).unwrap();
+    let pyproject = runner.join("pyproject.toml");
+    let pyproject_text = fs::read_to_string(&pyproject).unwrap();
+
+    let expect_failure = |what: &str, expected: &str, env: &[(&str, &str)], args: &[&str]| {
+        let output = sandbox.xtask_with(args, env);
+        assert!(!output.status.success(), "{what} succeeded");
+        assert!(
+            stderr(&output).contains(expected),
+            "{what}: expected `{expected}` in:\n{}",
+            stderr(&output)
+        );
+        assert_eq!(
+            container_id().as_deref(),
+            Some(id.as_str()),
+            "{what} touched the running container"
+        );
+    };
+
+    fs::remove_file(&lock).unwrap();
+    expect_failure(
+        "a missing poetry.lock",
+        "poetry.lock: the agent-runner image cannot be built without it",
+        &[],
+        &["dev"],
+    );
+    fs::write(&lock, "[[package]\nthis is not toml").unwrap();
+    expect_failure(
+        "a corrupt poetry.lock",
+        "poetry.lock is not a valid Poetry lock file",
+        &[],
+        &["dev"],
+    );
+    fs::write(&lock, &lock_bytes).unwrap();
+    fs::write(
+        &pyproject,
+        pyproject_text.replace(
+            "\"python-multipart (>=0.0.20,<0.1)\",",
+            "\"python-multipart (>=0.0.20,<0.1)\", \"idna (>=3)\",",
+        ),
+    )
+    .unwrap();
+    expect_failure(
+        "a poetry.lock older than pyproject.toml",
+        "poetry.lock is out of date with pyproject.toml",
+        &[],
+        &["dev"],
+    );
+    fs::write(&pyproject, &pyproject_text).unwrap();
+    let dockerfile = runner.join("Dockerfile");
+    let dockerfile_text = fs::read(&dockerfile).unwrap();
+    fs::remove_file(&dockerfile).unwrap();
+    expect_failure(
+        "a missing Dockerfile",
+        "Dockerfile: the agent-runner image cannot be built without it",
+        &[],
+        &["dev"],
+    );
+    fs::write(&dockerfile, dockerfile_text).unwrap();
+    expect_failure(
+        "a port out of range",
+        "STIGMER_RUNNER_HEALTH_PORT must be a port number from 1 to 65535",
+        &[("STIGMER_RUNNER_HEALTH_PORT", "70000")],
+        &["dev"],
+    );
+    let unknown = sandbox.xtask(&["dev", "--no-such-flag"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(stderr(&unknown).contains("--no-such-flag"));
+
+    // With every input restored, the stack is still the one that ran before.
+    let fine = sandbox.xtask(&["dev"]);
+    assert_success(&fine);
+    assert!(stderr(&fine).contains("up to date"), "{}", stderr(&fine));
+    assert_eq!(container_id().as_deref(), Some(id.as_str()));
+}
+
+#[test]
+fn the_upload_endpoint_refuses_escapes_huge_and_malformed_bodies() {
+    let _turn = take_turn();
+    let sandbox = Sandbox::new("uploads");
+    assert_success(&sandbox.xtask(&["dev"]));
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{HEALTH_PORT}").parse().unwrap();
+    let post = |content_type: &str, body: &[u8]| {
+        runner_container::http::post(
+            addr,
+            "/v1/uploads",
+            runner_container::http::Body {
+                content_type,
+                bytes: body,
+            },
+            Duration::from_secs(10),
+        )
+        .unwrap()
+    };
+    for escape in ["../escape.txt", "/etc/escape.txt", "a/../../escape.txt"] {
+        let (content_type, body) =
+            runner_container::http::multipart_file("b", "file", escape, b"x");
+        let response = post(&content_type, &body);
+        assert_eq!(response.status, 400, "{escape}: {}", response.text());
+    }
+    assert!(!sandbox.data_dir().join("escape.txt").exists());
+    let (content_type, huge) = runner_container::http::multipart_file(
+        "b",
+        "file",
+        "huge.bin",
+        &vec![b'x'; 11 * 1024 * 1024],
+    );
+    assert_eq!(post(&content_type, &huge).status, 413);
+    assert!(!sandbox.data_dir().join("workspace/huge.bin").exists());
+    assert_eq!(
+        post("multipart/form-data; boundary=b", b"--b\r\nnot a part").status,
+        400
+    );
+    assert_eq!(post("application/json", b"{}").status, 400);
+    // The service is still there for the next request.
+    assert_success(&sandbox.xtask(&["smoke"]));
+}
+
+#[test]
+fn secrets_never_reach_an_image_layer_or_label() {
+    let _turn = take_turn();
+    let sandbox = Sandbox::new("secrets");
+    let secret = "sk-test-secret-for-layers";
+    fs::write(
+        sandbox.runner().join(".env"),
+        format!("OPENAI_API_KEY={secret}\n"),
+    )
+    .unwrap();
+    edit(
+        &sandbox.runner().join("src/agent_runner/__init__.py"),
+        |text| text + "\n# forces a build\n",
+    );
+    let built = sandbox.xtask_with(&["dev"], &[("OPENAI_API_KEY", secret)]);
+    assert_success(&built);
+    let history =
+        String::from_utf8_lossy(&docker(&["history", "--no-trunc", IMAGE]).stdout).into_owned();
+    assert!(!history.contains(secret));
+    let image = String::from_utf8_lossy(&docker(&["image", "inspect", IMAGE]).stdout).into_owned();
+    assert!(!image.contains(secret));
+    let labels = inspect(CONTAINER, "{{json .Config.Labels}}").unwrap();
+    assert!(!labels.contains(secret));
+    let files = docker(&[
+        "exec",
+        CONTAINER,
+        "sh",
+        "-c",
+        "grep -rl sk-test-secret /app /opt || true",
+    ]);
+    assert!(String::from_utf8_lossy(&files.stdout).trim().is_empty());
+    // It reaches the service itself.
+    let env = docker(&["exec", CONTAINER, "printenv", "OPENAI_API_KEY"]);
+    assert_eq!(String::from_utf8_lossy(&env.stdout).trim(), secret);
+}

@@ -62,14 +62,18 @@ pub fn request(
         head.push_str(&format!("Content-Type: {}\r\n", body.content_type));
     }
     head.push_str(&format!("Content-Length: {}\r\n\r\n", bytes.len()));
-    stream
+    let sent = stream
         .write_all(head.as_bytes())
-        .and_then(|()| stream.write_all(bytes))
-        .with_context(|| format!("sending {method} {path} to {addr}"))?;
+        .and_then(|()| stream.write_all(bytes));
     let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .with_context(|| format!("reading the answer to {method} {path} from {addr}"))?;
+    let read = stream.read_to_end(&mut raw);
+    // A server may refuse a request before reading all of it (413 on its Content-Length) and
+    // close the connection, which breaks our write: its answer is still the one to report.
+    if let Ok(response) = parse_response(&raw) {
+        return Ok(response);
+    }
+    sent.with_context(|| format!("sending {method} {path} to {addr}"))?;
+    read.with_context(|| format!("reading the answer to {method} {path} from {addr}"))?;
     parse_response(&raw)
         .with_context(|| format!("reading the answer to {method} {path} from {addr}"))
 }

@@ -1,0 +1,93 @@
+//! Engine-backed tests of the lifecycle's waiting logic with a runner that never becomes
+//! ready. They use the image `stigmer-agent-runner:test` that `cargo xtask ci` builds, and
+//! fail (never skip) without an engine or that image.
+
+// A panic is how a test fails, helpers included.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use runner_container::docker::Docker;
+use runner_container::inspect::{ContainerState, RunStatus};
+use runner_container::lifecycle::{
+    ensure_running, inspect_container, inspect_image, stop, wait_until_ready,
+};
+use runner_container::paths::DataDir;
+use runner_container::spec::{ContainerSpec, HostUser, RunnerSettings};
+
+const IMAGE: &str = "stigmer-agent-runner:test";
+
+struct Cleanup {
+    data_dir: DataDir,
+    name: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Ok(docker) = Docker::new() {
+            let _ = stop(&docker, &self.data_dir, &self.name);
+        }
+        let _ = std::fs::remove_dir_all(self.data_dir.root());
+    }
+}
+
+#[test]
+fn a_runner_that_never_answers_is_given_up_on_with_its_logs() {
+    let docker = Docker::new().unwrap();
+    let image = inspect_image(&docker, IMAGE)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{IMAGE} is missing: `STIGMER_RUNNER_IMAGE={IMAGE} cargo xtask rebuild-runner` (cargo xtask ci does)"));
+    let root = std::env::temp_dir().join(format!("lifecycle-test-{}", std::process::id()));
+    let data_dir = DataDir::at(PathBuf::from(&root));
+    let settings = RunnerSettings {
+        image: IMAGE.to_string(),
+        container_name: "stigmer-agent-runner-lifecycle-test".to_string(),
+        health_port: 7361,
+        ..RunnerSettings::default()
+    };
+    let user = HostUser::current();
+    let mut spec = ContainerSpec::agent_runner(&settings, &data_dir, user);
+    // The service listens on another port than the one polled: it never looks ready.
+    for (key, value) in &mut spec.env {
+        if key == "STIGMER_RUNNER_HEALTH_PORT" {
+            *value = "7362".to_string();
+        }
+    }
+    let _cleanup = Cleanup {
+        data_dir: data_dir.clone(),
+        name: spec.name.clone(),
+    };
+    ensure_running(&docker, &spec, &image.id, &data_dir, user).unwrap();
+
+    let started = Instant::now();
+    let err = wait_until_ready(&docker, &spec, Duration::from_secs(3)).unwrap_err();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("did not answer on 127.0.0.1:7361 within 3 s"),
+        "{message}"
+    );
+    assert!(
+        message.contains("Stigmer Agent Runner"),
+        "the log lines are missing: {message}"
+    );
+    // No restart policy: docker does not bring it back in a loop.
+    let ContainerState::Ours(container) = inspect_container(&docker, &spec.name).unwrap() else {
+        panic!("the container is gone")
+    };
+    assert_eq!(container.status, RunStatus::Running);
+    let policy = docker
+        .checked(&[
+            "inspect".to_string(),
+            "--format".to_string(),
+            "{{.HostConfig.RestartPolicy.Name}}".to_string(),
+            spec.name.clone(),
+        ])
+        .unwrap();
+    assert!(matches!(policy.trim(), "" | "no"), "{policy}");
+}
