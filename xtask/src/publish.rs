@@ -61,7 +61,7 @@ impl PublishRunner {
                 .unwrap_or_else(|| DEFAULT_SOURCE.to_string()),
             &revision(sh, project, &progress),
             env!("CARGO_PKG_VERSION"),
-            &registry::rfc3339_utc(created_seconds()),
+            &runner_container::time::rfc3339_utc(created_seconds()),
         );
         if let Some(mirror) = registry.mirror_reference(&plan.base.reference) {
             progress.phase(&format!("Pushing the base image as {mirror}"), |phase| {

@@ -245,12 +245,7 @@ pub fn mark_checked(project: &Project, container_id: &str) -> Result<()> {
 
 pub fn forget_checked(project: &Project) -> Result<()> {
     let path = checked_file(project);
-    match fs::remove_file(&path) {
-        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-            Err(err).with_context(|| format!("removing {}", path.display()))
-        }
-        _ => Ok(()),
-    }
+    runner_container::paths::remove_if_present(&path)
 }
 
 /// `cargo xtask smoke`.

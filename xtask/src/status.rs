@@ -1,7 +1,7 @@
 //! `cargo xtask status [--json]`: the image and why it is or is not current, the
 //! container's state, health and uptime.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
@@ -9,6 +9,7 @@ use runner_container::engine::check_engine;
 use runner_container::inspect::{ContainerState, RunStatus};
 use runner_container::lifecycle::{health, inspect_container};
 use runner_container::server_process;
+use runner_container::time;
 use serde_json::{json, Value};
 use xshell::Shell;
 
@@ -58,7 +59,7 @@ impl Status {
                 let answering = container.status == RunStatus::Running
                     && health(project.stack.runner.health_port, Duration::from_secs(1)).is_ok();
                 let uptime = (container.status == RunStatus::Running)
-                    .then(|| uptime_seconds(&container.started_at))
+                    .then(|| time::seconds_since(&container.started_at))
                     .flatten();
                 json!({
                     "state": container.status,
@@ -115,7 +116,7 @@ fn print_text(report: &Value) {
         line.push_str(&format!(", docker says {health}"));
     }
     if let Some(uptime) = container["uptime_seconds"].as_u64() {
-        line.push_str(&format!(", up {}", human_duration(uptime)));
+        line.push_str(&format!(", up {}", time::duration_text(uptime)));
     }
     if container["runs_current_image"] == false {
         line.push_str(", runs an older image");
@@ -125,71 +126,4 @@ fn print_text(report: &Value) {
         "health     {}",
         report["health_url"].as_str().unwrap_or_default()
     );
-}
-
-fn human_duration(seconds: u64) -> String {
-    match seconds {
-        0..=59 => format!("{seconds}s"),
-        60..=3599 => format!("{}m{}s", seconds / 60, seconds % 60),
-        _ => format!("{}h{}m", seconds / 3600, seconds / 60 % 60),
-    }
-}
-
-/// Seconds since docker's `StartedAt` (RFC 3339, UTC).
-fn uptime_seconds(started_at: &str) -> Option<u64> {
-    let started = unix_seconds(started_at)?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
-    now.checked_sub(started)
-}
-
-/// Parses `YYYY-MM-DDTHH:MM:SS[.fraction]Z` into seconds since the epoch.
-fn unix_seconds(text: &str) -> Option<u64> {
-    let (date, time) = text.split_once('T')?;
-    let mut date_parts = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (year, month, day) = (
-        date_parts.next()??,
-        date_parts.next()??,
-        date_parts.next()??,
-    );
-    let time = time.trim_end_matches('Z');
-    let time = time.split('.').next()?;
-    let mut time_parts = time.split(':').map(|p| p.parse::<i64>().ok());
-    let (hour, minute, second) = (
-        time_parts.next()??,
-        time_parts.next()??,
-        time_parts.next()??,
-    );
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + hour * 3600 + minute * 60 + second).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn docker_timestamps() {
-        assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), Some(0));
-        // date -u -d 2026-11-26T18:23:40Z +%s
-        assert_eq!(
-            unix_seconds("2026-11-26T18:23:40.76849498Z"),
-            Some(1_795_717_420)
-        );
-        assert_eq!(unix_seconds("0001-01-01T00:00:00Z"), None);
-        assert_eq!(unix_seconds("garbage"), None);
-    }
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(human_duration(5), "5s");
-        assert_eq!(human_duration(125), "2m5s");
-        assert_eq!(human_duration(7300), "2h1m");
-    }
 }

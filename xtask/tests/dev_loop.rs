@@ -8,6 +8,10 @@
 // A panic is how a test fails, helpers included.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
+use support::{assert_success, copy_tree, docker, stderr};
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -64,11 +68,19 @@ impl Sandbox {
     }
 
     fn xtask_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let runner = self.runner();
+        let mut command = self.command(args);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        command.output().expect("xtask runs")
+    }
+
+    /// The built xtask on this sandbox's copy, with the sandbox's names set on the child only.
+    fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
         command
             .arg("--runner-dir")
-            .arg(&runner)
+            .arg(self.runner())
             .args(args)
             .env("STIGMER_HOME", self.root.join("home"))
             .env("STIGMER_RUNNER_IMAGE", IMAGE)
@@ -76,10 +88,7 @@ impl Sandbox {
             .env("STIGMER_RUNNER_HEALTH_PORT", HEALTH_PORT)
             .env("STIGMER_SERVER_PORT", SERVER_PORT)
             .env_remove("STIGMER_LOG_LEVEL");
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        command.output().expect("xtask runs")
+        command
     }
 }
 
@@ -88,45 +97,6 @@ impl Drop for Sandbox {
         let _ = self.xtask(&["stop"]);
         let _ = fs::remove_dir_all(&self.root);
     }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        if name == "__pycache__" || name == ".pytest_cache" || name == ".venv" {
-            continue;
-        }
-        let target = to.join(&name);
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .expect("the docker client runs")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-#[track_caller]
-fn assert_success(output: &Output) {
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        stderr(output)
-    );
 }
 
 fn inspect(reference: &str, format: &str) -> Option<String> {
@@ -420,16 +390,8 @@ fn edit(path: &Path, change: impl FnOnce(String) -> String) {
 /// Starts `xtask dev` and returns once its stderr shows `needle`.
 fn dev_until(sandbox: &Sandbox, needle: &str) -> std::process::Child {
     use std::io::{BufRead, BufReader};
-    let runner = sandbox.runner();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .arg("--runner-dir")
-        .arg(&runner)
-        .arg("dev")
-        .env("STIGMER_HOME", sandbox.root.join("home"))
-        .env("STIGMER_RUNNER_IMAGE", IMAGE)
-        .env("STIGMER_RUNNER_CONTAINER", CONTAINER)
-        .env("STIGMER_RUNNER_HEALTH_PORT", HEALTH_PORT)
-        .env("STIGMER_SERVER_PORT", SERVER_PORT)
+    let mut child = sandbox
+        .command(&["dev"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -528,16 +490,8 @@ fn two_dev_runs_at_once_share_one_stack() {
     let sandbox = Sandbox::new("concurrent");
     assert_success(&sandbox.xtask(&["stop"]));
     let spawn = || {
-        let runner = sandbox.runner();
-        Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .arg("--runner-dir")
-            .arg(&runner)
-            .arg("dev")
-            .env("STIGMER_HOME", sandbox.root.join("home"))
-            .env("STIGMER_RUNNER_IMAGE", IMAGE)
-            .env("STIGMER_RUNNER_CONTAINER", CONTAINER)
-            .env("STIGMER_RUNNER_HEALTH_PORT", HEALTH_PORT)
-            .env("STIGMER_SERVER_PORT", SERVER_PORT)
+        sandbox
+            .command(&["dev"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()

@@ -11,6 +11,10 @@
 // A panic is how a test fails, helpers included.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
+use support::{assert_success, copy_tree, docker, stderr};
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -230,30 +234,6 @@ fn ensure_base(sandbox: &Sandbox) {
     assert!(docker(&["tag", MADE_BASE, BASE]).status.success());
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        if name == "__pycache__" || name == ".pytest_cache" || name == ".venv" {
-            continue;
-        }
-        let target = to.join(&name);
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .expect("the docker client runs")
-}
-
 fn present(reference: &str) -> bool {
     docker(&["image", "inspect", reference]).status.success()
 }
@@ -268,21 +248,6 @@ fn label(reference: &str, name: &str) -> String {
     ]);
     assert!(output.status.success(), "{reference} is not there");
     String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-#[track_caller]
-fn assert_success(output: &Output) {
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        stderr(output)
-    );
 }
 
 #[track_caller]

@@ -5,7 +5,7 @@
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use runner_container::docker::{tail_lines, Docker};
@@ -22,6 +22,7 @@ use serde::Serialize;
 
 use crate::Component;
 use runner_container::stack::StackConfig as Config;
+use runner_container::time::{self, duration_text};
 
 /// How long the runner may take from `docker run` to answering its health endpoint.
 const RUNNER_READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -311,8 +312,7 @@ fn runner_status(config: &Config) -> RunnerStatus {
             status.id = Some(container.id.clone());
             status.docker_health = container.health;
             if container.status == RunStatus::Running {
-                status.uptime_seconds = rfc3339_to_unix(&container.started_at)
-                    .and_then(|started| unix_now().checked_sub(started));
+                status.uptime_seconds = time::seconds_since(&container.started_at);
                 status.health_endpoint =
                     lifecycle::health(runner.health_port, Duration::from_secs(2)).is_ok();
             }
@@ -484,70 +484,9 @@ fn file_logs(path: &Path, follow: bool, tail: u32) -> Result<()> {
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Seconds since the epoch of docker's `StartedAt` (`2024-05-01T12:34:56.123456789Z`, UTC).
-pub fn rfc3339_to_unix(text: &str) -> Option<u64> {
-    let (date, time) = text.split_once('T')?;
-    let mut date_parts = date.split('-').map(|part| part.parse::<i64>().ok());
-    let (year, month, day) = (
-        date_parts.next()??,
-        date_parts.next()??,
-        date_parts.next()??,
-    );
-    let time = time.strip_suffix('Z')?;
-    let time = time.split('.').next()?;
-    let mut time_parts = time.split(':').map(|part| part.parse::<i64>().ok());
-    let (hour, minute, second) = (
-        time_parts.next()??,
-        time_parts.next()??,
-        time_parts.next()??,
-    );
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + hour * 3600 + minute * 60 + second).ok()
-}
-
-pub fn duration_text(seconds: u64) -> String {
-    match seconds {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
-        s => format!("{}h{:02}m", s / 3600, s / 60 % 60),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn docker_timestamps() {
-        assert_eq!(rfc3339_to_unix("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            rfc3339_to_unix("2024-03-01T12:34:56.123456789Z"),
-            Some(1_709_296_496)
-        );
-        assert_eq!(rfc3339_to_unix("0001-01-01T00:00:00Z"), None);
-        assert_eq!(rfc3339_to_unix("2024-03-01 12:34:56"), None);
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(duration_text(5), "5s");
-        assert_eq!(duration_text(125), "2m05s");
-        assert_eq!(duration_text(7380), "2h03m");
-    }
 
     #[test]
     fn image_hint_names_the_command() {

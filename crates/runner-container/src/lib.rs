@@ -21,3 +21,4 @@ pub mod server_api;
 pub mod server_process;
 pub mod spec;
 pub mod stack;
+pub mod time;

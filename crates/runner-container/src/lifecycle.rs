@@ -327,12 +327,7 @@ fn write_id_file(data_dir: &DataDir, id: &str) -> Result<()> {
 
 fn remove_id_file(data_dir: &DataDir) -> Result<()> {
     let path = data_dir.container_id_file();
-    match fs::remove_file(&path) {
-        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-            Err(err).with_context(|| format!("removing {}", path.display()))
-        }
-        _ => Ok(()),
-    }
+    crate::paths::remove_if_present(&path)
 }
 
 /// Asks the runner's health endpoint on the host's loopback (host networking).

@@ -6,7 +6,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 /// The data directory (`<stigmer home>/data`) and the files the tools keep in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +64,16 @@ impl DataDir {
 
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")
+    }
+}
+
+/// Removes a file of ours; one that is already gone is fine (every stop is idempotent).
+pub fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(err).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
     }
 }
 

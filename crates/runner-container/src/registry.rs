@@ -175,28 +175,6 @@ pub fn stamp_args(context: &str, labels: &[(String, String)], tags: &[String]) -
     build
 }
 
-/// RFC 3339 UTC time of `seconds` since the Unix epoch, for the `created` label.
-pub fn rfc3339_utc(seconds: u64) -> String {
-    let days = (seconds / 86_400) as i64;
-    let rest = seconds % 86_400;
-    // Howard Hinnant's days-to-civil algorithm (http://howardhinnant.github.io/date_algorithms.html).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    )
-}
-
 /// Why a pulled image may not stand for the working tree; `None` when its input labels equal
 /// the tree's exactly (every label the build sets, not only the digest a tag could lie about).
 pub fn input_mismatch(labels: &BTreeMap<String, String>, tree: &InputManifest) -> Option<String> {
@@ -423,13 +401,6 @@ mod tests {
             ]
         );
         assert_eq!(stamp_dockerfile("sha256:ab"), "FROM sha256:ab\n");
-    }
-
-    #[test]
-    fn created_times_are_rfc3339() {
-        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339_utc(1_700_000_000), "2023-11-14T22:13:20Z");
     }
 
     #[test]

@@ -228,12 +228,7 @@ pub fn remove_stale(data_dir: &DataDir) -> Result<Option<String>> {
 
 fn remove_pid_file(data_dir: &DataDir) -> Result<()> {
     let path = data_dir.server_pid_file();
-    match fs::remove_file(&path) {
-        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-            Err(err).with_context(|| format!("removing {}", path.display()))
-        }
-        _ => Ok(()),
-    }
+    crate::paths::remove_if_present(&path)
 }
 
 fn write_pid_file(data_dir: &DataDir, record: PidRecord) -> Result<()> {
