@@ -96,16 +96,85 @@ impl Dev {
     }
 }
 
-/// The server and the CLI come from this checkout; cargo decides whether they are current.
+/// The server and the CLI come from this checkout; cargo decides whether they are current
+/// (asked only when a source is newer than its last answer: see [`binaries_fresh`]).
 fn build_binaries(sh: &Shell, project: &Project) -> Result<()> {
+    if binaries_fresh(project) {
+        return Ok(());
+    }
     let _dir = sh.push_dir(&project.root);
+    // Taken before the build, so a source saved while cargo runs is newer than the stamp.
+    let stamp = binaries_stamp(project);
+    let _ = std::fs::remove_file(&stamp);
+    let started = std::time::SystemTime::now();
     cmd!(
         sh,
         "cargo build --quiet --package stigmer-server --package stigmer"
     )
     .quiet()
     .run()
-    .context("building stigmer-server and the stigmer CLI")
+    .context("building stigmer-server and the stigmer CLI")?;
+    // Only a cache: without it cargo is simply asked next time.
+    let _ = std::fs::create_dir_all(project.cache_dir())
+        .and_then(|()| std::fs::File::create(&stamp).and_then(|file| file.set_modified(started)));
+    Ok(())
+}
+
+/// Cargo's own no-op check costs about 100 ms (it loads the workspace and fingerprints every
+/// unit), more than the whole rest of a no-change `dev` (see BENCHMARKS.md). So a stamp is
+/// written each time cargo has made the binaries current, and cargo is asked again only when
+/// a source the binaries were built from (the dep-info files cargo writes beside them), a
+/// manifest or `Cargo.lock` is newer than that stamp. Anything unreadable (a path with
+/// spaces, another target directory) asks cargo. Not seen: a changed toolchain or RUSTFLAGS.
+fn binaries_fresh(project: &Project) -> bool {
+    let Some(dir) = project
+        .stack
+        .server_config()
+        .ok()
+        .and_then(|config| config.binary.parent().map(std::path::Path::to_path_buf))
+    else {
+        return false;
+    };
+    let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified());
+    let Ok(confirmed) = modified(&binaries_stamp(project)) else {
+        return false;
+    };
+    let manifests: Vec<std::path::PathBuf> = [
+        "Cargo.lock",
+        "Cargo.toml",
+        ".cargo/config.toml",
+        "backend/services/stigmer-server/Cargo.toml",
+        "client-apps/cli/Cargo.toml",
+        "crates/runner-container/Cargo.toml",
+    ]
+    .iter()
+    .map(|path| project.root.join(path))
+    .filter(|path| path.exists())
+    .collect();
+    ["stigmer-server", "stigmer"].iter().all(|name| {
+        let (Ok(_), Ok(dep_info)) = (
+            modified(&dir.join(name)),
+            std::fs::read_to_string(dir.join(format!("{name}.d"))),
+        ) else {
+            return false;
+        };
+        let Some((_, sources)) = dep_info
+            .lines()
+            .next()
+            .and_then(|line| line.split_once(": "))
+        else {
+            return false;
+        };
+        sources
+            .split_whitespace()
+            .map(std::path::PathBuf::from)
+            .chain(manifests.iter().cloned())
+            .all(|source| modified(&source).is_ok_and(|time| time <= confirmed))
+    })
+}
+
+fn binaries_stamp(project: &Project) -> std::path::PathBuf {
+    project.cache_dir().join("binaries-current.stamp")
 }
 
 struct ServerRun {
