@@ -42,11 +42,36 @@ const CHECKS: [(&str, Check); 5] = [
 const EXECUTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs every check; a failure names the check and shows the last 50 log lines.
+/// Runs every check; a failure names the check and shows the last 50 log lines. The checks
+/// are independent, so they run at once: the slowest one sets the phase's time.
 pub fn run_checks(docker: &Docker, project: &Project, progress: &mut Progress) -> Result<()> {
-    let mut failed = Vec::new();
     progress.phase("Smoke checks", |phase| {
-        for (name, check) in CHECKS {
-            match check(docker, project) {
+        let outcomes: Vec<(&str, Result<String>)> = std::thread::scope(|scope| {
+            let running: Vec<_> = CHECKS
+                .iter()
+                .map(|(name, check)| {
+                    // A docker handle is not shared between threads; each check makes its own.
+                    (
+                        *name,
+                        scope.spawn(move || {
+                            Docker::new().and_then(|docker| check(&docker, project))
+                        }),
+                    )
+                })
+                .collect();
+            running
+                .into_iter()
+                .map(|(name, handle)| {
+                    let outcome = handle
+                        .join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("the check panicked")));
+                    (name, outcome)
+                })
+                .collect()
+        });
+        let mut failed = Vec::new();
+        for (name, outcome) in outcomes {
+            match outcome {
                 Ok(detail) => phase.line(&format!("✓ {name}: {detail}")),
                 Err(err) => {
                     eprintln!("✗ smoke check failed: {name}: {err:#}");
