@@ -184,6 +184,9 @@ struct Compose {
 /// One timed run of a tool and the state around it.
 struct Outcome {
     seconds: f64,
+    /// From the start of the command until the service answered on the host: the command's
+    /// own time for ours (it returns ready), longer for compose (it returns before).
+    until_answering: f64,
     stderr: String,
     image_before: Option<String>,
     image_after: Option<String>,
@@ -479,8 +482,20 @@ impl Session {
             String::from_utf8_lossy(&output.stdout),
             runner_container::docker::tail_lines(&stderr, 40)
         );
+        // What a user waits for before the change can be tried: the service answering.
+        while runner_container::lifecycle::health(stack.health_port, Duration::from_millis(250))
+            .is_err()
+        {
+            ensure!(
+                started.elapsed() < Duration::from_secs(60),
+                "{command:?}: the service never answered"
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let until_answering = started.elapsed().as_secs_f64();
         Ok(Outcome {
             seconds,
+            until_answering,
             stderr,
             image_before,
             image_after: self.image_id(&stack.image),
@@ -767,6 +782,13 @@ impl Session {
             ours: stats(&ours),
             compose: stats(&theirs),
             note: format!("a comment appended to {EDITED_SOURCE} before each run; ours also replaces the container, waits until ready and runs the smoke checks"),
+        });
+        report.rows.push(Row {
+            scenario: "one source file changed, until the service answers".to_string(),
+            unit: Unit::Seconds,
+            ours: Stats::of(&ours.iter().map(|o| o.until_answering).collect::<Vec<_>>()),
+            compose: Stats::of(&theirs.iter().map(|o| o.until_answering).collect::<Vec<_>>()),
+            note: "the same runs, until the health endpoint answers on the host (compose returns before its new container does; ours returns after it answered and passed the smoke checks)".to_string(),
         });
         Ok(())
     }
@@ -1386,7 +1408,14 @@ fn targets(report: &Report) -> Vec<Target> {
             scenario: "one source file changed".into(),
             target: "dependency layer reused; at most the compose time for the same change".into(),
             measured: format!(
-                "{ours:.2} s vs {compose:.2} s; dependency layer reused: {}",
+                "{ours:.2} s vs {compose:.2} s (until the service answers: {}); dependency layer reused: {}",
+                match (
+                    median("one source file changed, until the service answers", Tool::Ours),
+                    median("one source file changed, until the service answers", Tool::Compose),
+                ) {
+                    (Some(ours), Some(compose)) => format!("{ours:.2} s vs {compose:.2} s"),
+                    _ => "not measured".to_string(),
+                },
                 check_ok("xtask dev: one source file")
             ),
             met: ours <= compose && check_ok("xtask dev: one source file"),

@@ -126,4 +126,19 @@ fn print_text(report: &Value) {
         "health     {}",
         report["health_url"].as_str().unwrap_or_default()
     );
+    let server = &report["server"];
+    let pid = server["pid"]
+        .as_i64()
+        .map(|pid| format!(" (pid {pid})"))
+        .unwrap_or_default();
+    let answering = if server["healthy"] == true {
+        "answering"
+    } else {
+        "not answering"
+    };
+    println!(
+        "server     {}{pid} at {}, {answering}",
+        server["state"].as_str().unwrap_or_default(),
+        server["url"].as_str().unwrap_or_default()
+    );
 }

@@ -7,8 +7,6 @@ back to its deterministic findings and say why.
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 
 PROBE_TIMEOUT_SECONDS = 1.0
 GENERATE_TIMEOUT_SECONDS = 120.0
@@ -20,6 +18,11 @@ class OllamaUnavailable(Exception):
 
 
 def ask_for_review(base_url: str, model: str, diff: str) -> str:
+    # Imported here: urllib.request (with ssl) is a fifth of the runner's import time, and
+    # only a configured Ollama needs it.
+    import urllib.error
+    import urllib.request
+
     try:
         with urllib.request.urlopen(f"{base_url}/api/tags", timeout=PROBE_TIMEOUT_SECONDS) as response:
             response.read()
