@@ -67,6 +67,9 @@ impl Dev {
             }
             StartOutcome::Started { .. } => {}
         }
+        let early_checks = outcome
+            .started_something()
+            .then(|| smoke::start_image_checks(project));
         if outcome.started_something() {
             let ready = progress.phase("Waiting until ready", |_| {
                 wait_until_ready(&docker, &spec, READY_TIMEOUT)
@@ -79,7 +82,7 @@ impl Dev {
             || server.started
             || !smoke::was_checked(project, outcome.id())
         {
-            smoke::run_checks(&docker, project, &mut progress)?;
+            smoke::run_checks(&docker, project, &mut progress, early_checks)?;
             smoke::mark_checked(project, outcome.id())?;
         }
         progress.summary();

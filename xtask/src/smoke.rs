@@ -21,12 +21,16 @@ use crate::Project;
 
 type Check = fn(&Docker, &Project) -> Result<String>;
 
-const CHECKS: [(&str, Check); 5] = [
+/// Checks that need only the running container: started as soon as it runs, while the
+/// service is still starting.
+const IMAGE_CHECKS: [(&str, Check); 1] = [(
+    "every installed module imports, no top-level name owned twice",
+    imports_in_image,
+)];
+
+/// Checks that need the service answering.
+const SERVICE_CHECKS: [(&str, Check); 4] = [
     ("health endpoint answers from the host", health_from_host),
-    (
-        "every installed module imports, no top-level name owned twice",
-        imports_in_image,
-    ),
     (
         "a multipart upload lands in the workspace",
         multipart_upload,
@@ -38,36 +42,62 @@ const CHECKS: [(&str, Check); 5] = [
     ),
 ];
 
+type Outcomes = Vec<(&'static str, Result<String>)>;
+
+/// Image checks running in the background (see [`start_image_checks`]).
+pub struct StartedChecks(std::thread::JoinHandle<Outcomes>);
+
+/// Starts the image checks at once, so that they overlap the service's start.
+pub fn start_image_checks(project: &Project) -> StartedChecks {
+    let project = project.clone();
+    StartedChecks(std::thread::spawn(move || run_all(&IMAGE_CHECKS, &project)))
+}
+
+/// Runs `checks` at once, each on its own thread with its own docker handle (one is not
+/// shared between threads); the slowest sets the time.
+fn run_all(checks: &[(&'static str, Check)], project: &Project) -> Outcomes {
+    std::thread::scope(|scope| {
+        let running: Vec<_> = checks
+            .iter()
+            .map(|&(name, check)| {
+                (
+                    name,
+                    scope.spawn(move || Docker::new().and_then(|docker| check(&docker, project))),
+                )
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|(name, handle)| {
+                (
+                    name,
+                    handle
+                        .join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("the check panicked"))),
+                )
+            })
+            .collect()
+    })
+}
+
 /// How long the echo execution may take end to end (the runner may still be backing off).
 const EXECUTION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs every check; a failure names the check and shows the last 50 log lines.
-/// Runs every check; a failure names the check and shows the last 50 log lines. The checks
-/// are independent, so they run at once: the slowest one sets the phase's time.
-pub fn run_checks(docker: &Docker, project: &Project, progress: &mut Progress) -> Result<()> {
+/// Runs every check (the image checks already started, if any); a failure names the check
+/// and shows the last 50 log lines.
+pub fn run_checks(
+    docker: &Docker,
+    project: &Project,
+    progress: &mut Progress,
+    started: Option<StartedChecks>,
+) -> Result<()> {
     progress.phase("Smoke checks", |phase| {
-        let outcomes: Vec<(&str, Result<String>)> = std::thread::scope(|scope| {
-            let running: Vec<_> = CHECKS
-                .iter()
-                .map(|(name, check)| {
-                    // A docker handle is not shared between threads; each check makes its own.
-                    (
-                        *name,
-                        scope.spawn(move || {
-                            Docker::new().and_then(|docker| check(&docker, project))
-                        }),
-                    )
-                })
-                .collect();
-            running
-                .into_iter()
-                .map(|(name, handle)| {
-                    let outcome = handle
-                        .join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("the check panicked")));
-                    (name, outcome)
-                })
-                .collect()
+        let mut outcomes = run_all(&SERVICE_CHECKS, project);
+        outcomes.extend(match started {
+            Some(StartedChecks(handle)) => handle.join().unwrap_or_else(|_| {
+                vec![("image checks", Err(anyhow::anyhow!("the checks panicked")))]
+            }),
+            None => run_all(&IMAGE_CHECKS, project),
         });
         let mut failed = Vec::new();
         for (name, outcome) in outcomes {
@@ -282,7 +312,7 @@ impl Smoke {
         let docker = crate::docker()?;
         let mut progress = Progress::new();
         progress.phase("Checking Docker", |_| check_engine(&docker))?;
-        run_checks(&docker, project, &mut progress)?;
+        run_checks(&docker, project, &mut progress, None)?;
         println!("smoke checks passed");
         Ok(())
     }

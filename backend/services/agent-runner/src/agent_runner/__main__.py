@@ -77,7 +77,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
 
-    control = threading.Thread(target=server.serve_forever, args=(0.2,), name="control-api", daemon=True)
+    # serve_forever notices shutdown() only between polls: a short interval keeps a
+    # `docker stop` (and so every container replacement by the dev loop) quick.
+    control = threading.Thread(target=server.serve_forever, args=(0.05,), name="control-api", daemon=True)
     control.start()
     worker.start()
 
