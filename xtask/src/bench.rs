@@ -1330,21 +1330,7 @@ fn phase_medians(outcomes: &[Outcome]) -> Vec<(String, f64)> {
 fn echo(api: &Api, n: usize) -> Result<()> {
     let input = format!("bench {n}");
     let created = api.create_execution("echo", &input)?;
-    let started = Instant::now();
-    let mut after = 0;
-    loop {
-        let page = api.events(&created.id, after)?;
-        after = page.events.last().map_or(after, |event| event.seq);
-        if page.done {
-            break;
-        }
-        ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "{} did not finish",
-            created.id
-        );
-    }
-    let execution = api.execution(&created.id)?;
+    let execution = api.wait_until_done(&created.id, Duration::from_secs(30))?;
     ensure!(
         execution.status == "succeeded" && execution.result.as_deref() == Some(input.as_str()),
         "{} ended {} with {:?}",

@@ -244,21 +244,7 @@ fn echo_execution(_: &Docker, project: &Project) -> Result<String> {
     );
     let started = Instant::now();
     let created = api.create_execution("echo", &input)?;
-    let mut after = 0;
-    loop {
-        let page = api.events(&created.id, after)?;
-        after = page.events.last().map_or(after, |event| event.seq);
-        if page.done {
-            break;
-        }
-        ensure!(
-            started.elapsed() < EXECUTION_TIMEOUT,
-            "{} did not finish within {} s",
-            created.id,
-            EXECUTION_TIMEOUT.as_secs()
-        );
-    }
-    let execution = api.execution(&created.id)?;
+    let execution = api.wait_until_done(&created.id, EXECUTION_TIMEOUT)?;
     ensure!(
         execution.status == "succeeded",
         "{} ended {}: {}",

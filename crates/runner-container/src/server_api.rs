@@ -94,6 +94,24 @@ impl Api {
     }
 }
 
+impl Api {
+    /// Follows `id` until it ends, without printing anything, and returns how it ended.
+    pub fn wait_until_done(&self, id: &str, timeout: Duration) -> Result<Execution> {
+        let started = std::time::Instant::now();
+        let mut after = 0;
+        loop {
+            let page = self.events(id, after)?;
+            after = page.events.last().map_or(after, |event| event.seq);
+            if page.done {
+                return self.execution(id);
+            }
+            if started.elapsed() >= timeout {
+                bail!("{id} did not finish within {} s", timeout.as_secs());
+            }
+        }
+    }
+}
+
 /// Execution IDs go into a URL path: refuse anything that would change it.
 fn path_segment(id: &str) -> Result<&str> {
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
