@@ -48,7 +48,7 @@ impl Dev {
             build_binaries(sh, project)
         })?;
         let server = progress.phase("Starting stigmer-server", |_| start_server(project))?;
-        let spec = project.container_spec();
+        let spec = project.container_spec(&engine);
         let outcome = progress.phase("Starting the agent-runner container", |_| {
             ensure_running(
                 &docker,

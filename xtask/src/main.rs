@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use runner_container::docker::Docker;
+use runner_container::engine::EngineInfo;
 use runner_container::interrupt;
 use runner_container::spec::{ContainerSpec, HostUser};
 use runner_container::stack::StackConfig;
@@ -102,8 +103,13 @@ impl Project {
         })
     }
 
-    pub fn container_spec(&self) -> ContainerSpec {
-        ContainerSpec::agent_runner(&self.stack.runner, &self.stack.data_dir, self.host_user)
+    /// The container as this engine can run it (host networking, or a bridge on Docker Desktop).
+    pub fn container_spec(&self, engine: &EngineInfo) -> ContainerSpec {
+        ContainerSpec::agent_runner(
+            &self.stack.runner.for_engine(engine),
+            &self.stack.data_dir,
+            self.host_user,
+        )
     }
 
     /// Where xtask keeps its caches: beside cargo's own output, never inside an input.

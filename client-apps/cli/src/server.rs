@@ -44,14 +44,14 @@ pub fn start(config: &Config, restart: bool) -> Result<()> {
     let docker = Docker::new()?;
     // Docker and the image are checked before anything is written or started: without them
     // the command fails and leaves the machine as it found it.
-    progress.phase("Checking Docker", |phase| {
+    let engine = progress.phase("Checking Docker", |phase| {
         let info = engine::check_engine(&docker)?;
         phase.line(&format!(
             "Docker {} ({})",
             info.server_version,
             info.platform()
         ));
-        Ok(())
+        Ok(info)
     })?;
     let registry = Registry::from_process_env()?;
     let image = progress.phase("Checking the agent-runner image", |_| {
@@ -97,7 +97,7 @@ pub fn start(config: &Config, restart: bool) -> Result<()> {
     if let server_process::StartOutcome::AlreadyRunning { pid } = server {
         progress.note(&format!("the Stigmer server already runs (pid {pid})"));
     }
-    let runner = match start_runner(config, &mut progress, &docker, &image) {
+    let runner = match start_runner(config, &engine, &mut progress, &docker, &image) {
         Ok(runner) => runner,
         Err(err) => {
             if let server_process::StartOutcome::Started { .. } = server {
@@ -157,12 +157,17 @@ fn pull_published_image(
 
 fn start_runner(
     config: &Config,
+    engine: &engine::EngineInfo,
     progress: &mut Progress,
     docker: &Docker,
     image: &runner_container::inspect::Image,
 ) -> Result<StartOutcome> {
     let host_user = HostUser::current();
-    let spec = ContainerSpec::agent_runner(&config.runner, &config.data_dir, host_user);
+    let spec = ContainerSpec::agent_runner(
+        &config.runner.for_engine(engine),
+        &config.data_dir,
+        host_user,
+    );
     let outcome = progress.phase("Starting agent runner", |_| {
         lifecycle::ensure_running(docker, &spec, &image.id, &config.data_dir, host_user)
     })?;

@@ -25,6 +25,8 @@ pub struct EngineInfo {
     pub api_version: String,
     pub os: String,
     pub arch: String,
+    /// `Docker Desktop 4.x.y (…)` on Docker Desktop; empty or `Docker Engine - …` elsewhere.
+    pub platform_name: String,
 }
 
 impl EngineInfo {
@@ -36,11 +38,20 @@ impl EngineInfo {
             api_version: parts.next()?.to_string(),
             os: parts.next()?.to_string(),
             arch: parts.next()?.to_string(),
+            platform_name: parts.next()?.to_string(),
         };
         if info.server_version.is_empty() || parts.next().is_some() {
             return None;
         }
         Some(info)
+    }
+
+    /// Whether `--network host` puts the container on the machine the tools run on. On Docker
+    /// Desktop the engine runs in a VM, and host networking is an opt-in setting of version
+    /// 4.34 and later that the engine does not report, so Desktop gets bridge networking, as
+    /// the original project did (https://docs.docker.com/engine/network/drivers/host/).
+    pub fn supports_host_networking(&self) -> bool {
+        !self.platform_name.contains("Docker Desktop")
     }
 
     /// The platform string docker uses for this engine's images, such as `linux/amd64`.
@@ -53,7 +64,7 @@ pub fn version_args() -> Vec<String> {
     crate::docker::args([
         "version",
         "--format",
-        "{{.Server.Version}}|{{.Server.APIVersion}}|{{.Server.Os}}|{{.Server.Arch}}",
+        "{{.Server.Version}}|{{.Server.APIVersion}}|{{.Server.Os}}|{{.Server.Arch}}|{{.Server.Platform.Name}}",
     ])
 }
 
@@ -88,15 +99,19 @@ mod tests {
 
     #[test]
     fn parses_version_line() {
-        let info = EngineInfo::parse("20.10.24+dfsg1|1.41|linux|amd64\n").unwrap();
+        let info = EngineInfo::parse("20.10.24+dfsg1|1.41|linux|amd64|\n").unwrap();
         assert_eq!(info.api_version, "1.41");
         assert_eq!(info.platform(), "linux/amd64");
+        assert!(info.supports_host_networking());
+        let desktop =
+            EngineInfo::parse("28.3.2|1.51|linux|arm64|Docker Desktop 4.43.2 (199162)\n").unwrap();
+        assert!(!desktop.supports_host_networking());
     }
 
     #[test]
     fn refuses_client_only_output() {
         // What `docker version --format` prints when the daemon does not answer.
-        assert_eq!(EngineInfo::parse("|||\n"), None);
+        assert_eq!(EngineInfo::parse("||||\n"), None);
         assert_eq!(EngineInfo::parse("\n"), None);
     }
 }

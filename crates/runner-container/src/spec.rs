@@ -75,6 +75,29 @@ pub struct RunnerSettings {
     /// API keys and the like: they reach the container through the docker client's
     /// environment, never on a command line (see [`ContainerSpec::run_args`]).
     pub secrets: Vec<(String, Secret)>,
+    /// `STIGMER_NETWORK`, or what the engine supports (see [`RunnerSettings::for_engine`]).
+    pub network: Option<Network>,
+}
+
+/// How the container reaches the host and the host reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// `--network host`: the container shares the host's loopback (Linux engines).
+    Host,
+    /// The default bridge with the health port published on the host's 127.0.0.1, and the
+    /// host reached as `host.docker.internal` (Docker Desktop).
+    Bridge,
+}
+
+/// The name a bridge-networked container reaches the host by.
+pub const HOST_FROM_CONTAINER: &str = "host.docker.internal";
+
+/// `localhost` and `127.0.0.1` in an endpoint or URL, as a bridge-networked container must
+/// write them to reach the host.
+pub fn host_from_container(value: &str) -> String {
+    value
+        .replace("localhost", HOST_FROM_CONTAINER)
+        .replace("127.0.0.1", HOST_FROM_CONTAINER)
 }
 
 /// Variables passed to the container as they are when set on the host.
@@ -107,6 +130,7 @@ impl Default for RunnerSettings {
             log_level: "INFO".to_string(),
             passthrough: Vec::new(),
             secrets: Vec::new(),
+            network: None,
         }
     }
 }
@@ -152,11 +176,31 @@ impl RunnerSettings {
                 settings.secrets.push((name.to_string(), Secret(value)));
             }
         }
+        if let Some(network) = lookup("STIGMER_NETWORK") {
+            settings.network = Some(match network.as_str() {
+                "host" => Network::Host,
+                "bridge" => Network::Bridge,
+                other => bail!("STIGMER_NETWORK must be `host` or `bridge`, got `{other}`"),
+            });
+        }
         Ok(settings)
     }
 
     pub fn from_process_env() -> Result<RunnerSettings> {
         RunnerSettings::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// These settings with the network the engine supports, unless one was chosen.
+    pub fn for_engine(&self, engine: &crate::engine::EngineInfo) -> RunnerSettings {
+        let mut settings = self.clone();
+        settings
+            .network
+            .get_or_insert(if engine.supports_host_networking() {
+                Network::Host
+            } else {
+                Network::Bridge
+            });
+        settings
     }
 
     pub fn health_url(&self) -> String {
@@ -197,6 +241,7 @@ pub struct ContainerSpec {
     pub labels: BTreeMap<String, String>,
     pub health_port: u16,
     pub secrets: Vec<(String, Secret)>,
+    pub network: Network,
 }
 
 impl ContainerSpec {
@@ -207,11 +252,17 @@ impl ContainerSpec {
         data_dir: &DataDir,
         host_user: HostUser,
     ) -> ContainerSpec {
-        let env = [
+        let network = settings.network.unwrap_or(Network::Host);
+        // Through a bridge, the host's loopback is `host.docker.internal`.
+        let from_container = |value: &str| match network {
+            Network::Host => value.to_string(),
+            Network::Bridge => host_from_container(value),
+        };
+        let mut env = vec![
             ("MODE", "local".to_string()),
             (
                 "STIGMER_BACKEND_ENDPOINT",
-                settings.backend_endpoint.clone(),
+                from_container(&settings.backend_endpoint),
             ),
             ("STIGMER_TASK_QUEUE", TASK_QUEUE.to_string()),
             ("SANDBOX_TYPE", "filesystem".to_string()),
@@ -222,6 +273,11 @@ impl ContainerSpec {
                 settings.health_port.to_string(),
             ),
         ];
+        if network == Network::Bridge {
+            // Inside its own network namespace the service must listen on every interface for
+            // the published port to reach it; the host side stays on 127.0.0.1.
+            env.push(("STIGMER_RUNNER_BIND_HOST", "0.0.0.0".to_string()));
+        }
         let mut spec = ContainerSpec {
             name: settings.container_name.clone(),
             image: settings.image.clone(),
@@ -229,7 +285,12 @@ impl ContainerSpec {
             env: env
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
-                .chain(settings.passthrough.iter().cloned())
+                .chain(
+                    settings
+                        .passthrough
+                        .iter()
+                        .map(|(k, v)| (k.clone(), from_container(v))),
+                )
                 .collect(),
             mounts: vec![Mount {
                 host: data_dir.workspace(),
@@ -244,6 +305,7 @@ impl ContainerSpec {
             ]),
             health_port: settings.health_port,
             secrets: settings.secrets.clone(),
+            network,
         };
         let digest = spec.config_digest();
         spec.labels.insert(CONFIG_LABEL.to_string(), digest);
@@ -271,9 +333,19 @@ impl ContainerSpec {
     /// escalation, on a read-only root file system with a private `/tmp`: it writes only to
     /// the workspace.
     pub fn run_args(&self) -> Vec<String> {
-        let mut args: Vec<String> = ["run", "--detach", "--name", &self.name, "--network", "host"]
+        let mut args: Vec<String> = ["run", "--detach", "--name", &self.name]
             .map(String::from)
             .to_vec();
+        match self.network {
+            Network::Host => args.extend(["--network".to_string(), "host".to_string()]),
+            Network::Bridge => args.extend([
+                "--publish".to_string(),
+                format!("127.0.0.1:{port}:{port}", port = self.health_port),
+                // Docker Desktop provides this name itself; Linux engines (20.10+) map it here.
+                "--add-host".to_string(),
+                format!("{HOST_FROM_CONTAINER}:host-gateway"),
+            ]),
+        }
         args.extend([
             "--user".to_string(),
             format!("{}:{}", self.user.0, self.user.1),
@@ -460,6 +532,70 @@ mod tests {
             },
         );
         assert_ne!(spec.config_digest(), rotated.config_digest());
+    }
+
+    #[test]
+    fn bridge_networking_publishes_on_loopback_and_rewrites_the_host() {
+        let data_dir = DataDir::at(PathBuf::from("/d"));
+        let settings = RunnerSettings {
+            network: Some(Network::Bridge),
+            passthrough: vec![(
+                "OLLAMA_BASE_URL".to_string(),
+                "http://127.0.0.1:11434".to_string(),
+            )],
+            ..RunnerSettings::default()
+        };
+        let spec =
+            ContainerSpec::agent_runner(&settings, &data_dir, HostUser { uid: 501, gid: 20 });
+        let args = spec.run_args();
+        assert_eq!(
+            args[4..8],
+            [
+                "--publish",
+                "127.0.0.1:7235:7235",
+                "--add-host",
+                "host.docker.internal:host-gateway"
+            ]
+            .map(String::from)
+        );
+        assert!(!args.contains(&"host".to_string()));
+        for expected in [
+            "STIGMER_BACKEND_ENDPOINT=host.docker.internal:7234",
+            "OLLAMA_BASE_URL=http://host.docker.internal:11434",
+            "STIGMER_RUNNER_BIND_HOST=0.0.0.0",
+        ] {
+            assert!(
+                args.contains(&expected.to_string()),
+                "{expected} in {args:?}"
+            );
+        }
+        let host = ContainerSpec::agent_runner(
+            &RunnerSettings::default(),
+            &data_dir,
+            HostUser { uid: 501, gid: 20 },
+        );
+        assert_ne!(spec.config_digest(), host.config_digest());
+    }
+
+    #[test]
+    fn the_engine_decides_the_network_unless_it_was_chosen() {
+        let desktop = crate::engine::EngineInfo::parse(
+            "28.3.2|1.51|linux|arm64|Docker Desktop 4.43.2 (199162)",
+        )
+        .unwrap();
+        let linux = crate::engine::EngineInfo::parse("20.10.24|1.41|linux|amd64|").unwrap();
+        let settings = RunnerSettings::default();
+        assert_eq!(settings.for_engine(&desktop).network, Some(Network::Bridge));
+        assert_eq!(settings.for_engine(&linux).network, Some(Network::Host));
+        let chosen = RunnerSettings::from_lookup(|name| {
+            (name == "STIGMER_NETWORK").then(|| "host".to_string())
+        })
+        .unwrap();
+        assert_eq!(chosen.for_engine(&desktop).network, Some(Network::Host));
+        assert!(RunnerSettings::from_lookup(
+            |name| (name == "STIGMER_NETWORK").then(|| "macvlan".to_string())
+        )
+        .is_err());
     }
 
     #[test]

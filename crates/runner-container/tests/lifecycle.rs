@@ -91,3 +91,38 @@ fn a_runner_that_never_answers_is_given_up_on_with_its_logs() {
         .unwrap();
     assert!(matches!(policy.trim(), "" | "no"), "{policy}");
 }
+
+#[test]
+fn bridge_networking_publishes_the_service_on_loopback_only() {
+    let docker = Docker::new().unwrap();
+    let image = inspect_image(&docker, IMAGE)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{IMAGE} is missing"));
+    let root = std::env::temp_dir().join(format!("lifecycle-bridge-test-{}", std::process::id()));
+    let data_dir = DataDir::at(PathBuf::from(&root));
+    let settings = RunnerSettings {
+        image: IMAGE.to_string(),
+        container_name: "stigmer-agent-runner-bridge-test".to_string(),
+        health_port: 7363,
+        network: Some(runner_container::spec::Network::Bridge),
+        ..RunnerSettings::default()
+    };
+    let user = HostUser::current();
+    let spec = ContainerSpec::agent_runner(&settings, &data_dir, user);
+    let _cleanup = Cleanup {
+        data_dir: data_dir.clone(),
+        name: spec.name.clone(),
+    };
+    ensure_running(&docker, &spec, &image.id, &data_dir, user).unwrap();
+    wait_until_ready(&docker, &spec, Duration::from_secs(30)).unwrap();
+    let health = runner_container::lifecycle::health(7363, Duration::from_secs(2)).unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(
+        health["backend"]["endpoint"], "host.docker.internal:7234",
+        "{health}"
+    );
+    let ports = docker
+        .checked(&["port".to_string(), spec.name.clone()])
+        .unwrap();
+    assert_eq!(ports.trim(), "7363/tcp -> 127.0.0.1:7363", "{ports}");
+}

@@ -24,7 +24,7 @@ def control_server(tmp_path: Path) -> Iterator[ControlServer]:
         workspace_root=workspace,
         max_upload_bytes=MAX_UPLOAD_BYTES,
     )
-    server = ControlServer(0, settings, BackendStatus())
+    server = ControlServer("127.0.0.1", 0, settings, BackendStatus())
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield server

@@ -19,6 +19,7 @@ def test_defaults() -> None:
     assert config.workspace_root == Path("/workspace")
     assert config.log_level == "INFO"
     assert config.health_port == 7235
+    assert config.bind_host == "127.0.0.1"
     assert config.max_upload_bytes == 10 * 1024 * 1024
     assert config.ollama_base_url is None
     assert config.ollama_model == "llama3.2"
@@ -72,3 +73,9 @@ def test_errors_name_variable_and_range(name: str, value: str, expected: str) ->
         Config.from_env({name: value})
     assert expected in str(caught.value)
     assert name.split()[0] in str(caught.value)
+
+
+def test_bind_host_is_loopback_or_all_interfaces_only() -> None:
+    assert Config.from_env({"STIGMER_RUNNER_BIND_HOST": "0.0.0.0"}).bind_host == "0.0.0.0"
+    with pytest.raises(ConfigError, match="STIGMER_RUNNER_BIND_HOST"):
+        Config.from_env({"STIGMER_RUNNER_BIND_HOST": "10.0.0.5"})

@@ -48,6 +48,7 @@ def main() -> int:
     status = BackendStatus()
     try:
         server = ControlServer(
+            config.bind_host,
             config.health_port,
             ControlSettings(
                 backend_endpoint=config.backend_endpoint,
@@ -58,7 +59,7 @@ def main() -> int:
             status,
         )
     except OSError as error:
-        log.error("❌ cannot listen on 127.0.0.1:%d: %s", config.health_port, error)
+        log.error("❌ cannot listen on %s:%d: %s", config.bind_host, config.health_port, error)
         return 1
     worker = BackendWorker(
         BackendClient(config.backend_host, config.backend_port),

@@ -31,6 +31,7 @@ class Config:
     workspace_root: Path
     log_level: str
     health_port: int
+    bind_host: str
     max_upload_bytes: int
     ollama_base_url: str | None
     ollama_model: str
@@ -58,6 +59,10 @@ class Config:
             health_port=_int_in_range(
                 "STIGMER_RUNNER_HEALTH_PORT", get("STIGMER_RUNNER_HEALTH_PORT", "7235"), 1, 65535
             ),
+            # Loopback by default: with host networking that is the host's loopback. Bridge
+            # networking (Docker Desktop) needs 0.0.0.0 inside the container, and publishes
+            # the port on the host's 127.0.0.1 only.
+            bind_host=_one_of("STIGMER_RUNNER_BIND_HOST", get("STIGMER_RUNNER_BIND_HOST", "127.0.0.1"), ("127.0.0.1", "0.0.0.0")),
             max_upload_bytes=_int_in_range(
                 "STIGMER_MAX_UPLOAD_BYTES",
                 get("STIGMER_MAX_UPLOAD_BYTES", str(10 * MEBIBYTE)),

@@ -1,7 +1,8 @@
-"""The control API on 127.0.0.1: `GET /healthz` and `POST /v1/uploads`.
+"""The control API: `GET /healthz` and `POST /v1/uploads`.
 
-Loopback only: with host networking this is the host's loopback, so nothing
-outside the machine can reach it. Stdlib `ThreadingHTTPServer` keeps the runtime
+Loopback only: with host networking it binds the host's loopback, so nothing
+outside the machine can reach it; with bridge networking (Docker Desktop) it binds
+0.0.0.0 inside the container and docker publishes it on the host's 127.0.0.1 only. Stdlib `ThreadingHTTPServer` keeps the runtime
 small; uploads are delegated to `uploads`.
 """
 
@@ -21,8 +22,6 @@ from agent_runner.worker import BackendStatus
 
 log = logging.getLogger(__name__)
 
-LOOPBACK = "127.0.0.1"
-
 
 @dataclass(frozen=True)
 class ControlSettings:
@@ -35,11 +34,11 @@ class ControlSettings:
 class ControlServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int, settings: ControlSettings, status: BackendStatus) -> None:
+    def __init__(self, host: str, port: int, settings: ControlSettings, status: BackendStatus) -> None:
         self.settings = settings
         self.status = status
         self.started_at = time.monotonic()
-        super().__init__((LOOPBACK, port), ControlHandler)
+        super().__init__((host, port), ControlHandler)
 
 
 class ControlHandler(BaseHTTPRequestHandler):
