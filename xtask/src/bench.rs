@@ -22,13 +22,15 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use runner_container::docker::{args, Docker};
 use runner_container::engine::{check_engine, EngineInfo};
+use runner_container::http::healthz;
 use runner_container::inputs::RebuildDecision;
-use runner_container::lifecycle::{self, health};
+use runner_container::inspect::Image;
+use runner_container::lifecycle;
 use runner_container::paths::DataDir;
 use runner_container::progress::{Phase, Progress};
 use runner_container::server_api::Api;
 use runner_container::server_process::{self, ServerConfig};
-use runner_container::spec::{ContainerSpec, HostUser, RunnerSettings, IMAGE_USER_ID};
+use runner_container::spec::{ContainerSpec, HostUser, RunnerSettings};
 use xshell::{cmd, Shell};
 
 use crate::base_image::{self, BaseImage};
@@ -356,7 +358,7 @@ impl Session {
                     lease_seconds: None,
                 };
                 server_process::start(&stack.data_dir(), &config)?;
-                prepare_workspace(&stack.data_dir().workspace(), self.host_user)?;
+                lifecycle::prepare_workspace(&stack.data_dir().workspace(), self.host_user)?;
             }
             Ok(())
         })
@@ -466,8 +468,7 @@ impl Session {
             Tool::Compose => self.compose_command(&["up", "-d", "--build"])?,
         };
         let stack = self.stack(tool);
-        let image_before = self.image_id(&stack.image);
-        let layers_before = self.layers(&stack.image);
+        let before = self.image(&stack.image);
         let container_before = self.container_id(&stack.container);
         let started = Instant::now();
         let output = command
@@ -483,9 +484,7 @@ impl Session {
             runner_container::docker::tail_lines(&stderr, 40)
         );
         // What a user waits for before the change can be tried: the service answering.
-        while runner_container::lifecycle::health(stack.health_port, Duration::from_millis(250))
-            .is_err()
-        {
+        while healthz(stack.health_port, Duration::from_millis(250)).is_err() {
             ensure!(
                 started.elapsed() < Duration::from_secs(60),
                 "{command:?}: the service never answered"
@@ -493,14 +492,15 @@ impl Session {
             std::thread::sleep(Duration::from_millis(25));
         }
         let until_answering = started.elapsed().as_secs_f64();
+        let after = self.image(&stack.image);
         Ok(Outcome {
             seconds,
             until_answering,
             stderr,
-            image_before,
-            image_after: self.image_id(&stack.image),
-            layers_before,
-            layers_after: self.layers(&stack.image),
+            image_before: before.as_ref().map(|image| image.id.clone()),
+            image_after: after.as_ref().map(|image| image.id.clone()),
+            layers_before: before.map(|image| image.layers).unwrap_or_default(),
+            layers_after: after.map(|image| image.layers).unwrap_or_default(),
             container_before,
             container_after: self.container_id(&stack.container),
         })
@@ -669,7 +669,7 @@ impl Session {
                 );
             }
         }
-        while health(stack.health_port, Duration::from_millis(250)).is_err() {
+        while healthz(stack.health_port, Duration::from_millis(250)).is_err() {
             ensure!(
                 started.elapsed() < READY_TIMEOUT,
                 "{} did not answer within {} s",
@@ -833,7 +833,7 @@ impl Session {
         });
         let idle = progress.phase("Idle memory", |_| {
             for stack in [&self.ours, &self.theirs] {
-                while health(stack.health_port, Duration::from_millis(500)).is_err() {
+                while healthz(stack.health_port, Duration::from_millis(500)).is_err() {
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
@@ -1122,26 +1122,10 @@ impl Session {
 
     // ----- docker state -----
 
-    fn image_id(&self, reference: &str) -> Option<String> {
+    fn image(&self, reference: &str) -> Option<Image> {
         lifecycle::inspect_image(&self.docker, reference)
             .ok()
             .flatten()
-            .map(|image| image.id)
-    }
-
-    fn layers(&self, reference: &str) -> Vec<String> {
-        self.docker
-            .capture(&args([
-                "image",
-                "inspect",
-                "--format",
-                "{{json .RootFS.Layers}}",
-                reference,
-            ]))
-            .ok()
-            .filter(|captured| captured.success)
-            .and_then(|captured| serde_json::from_str(captured.stdout.trim()).ok())
-            .unwrap_or_default()
     }
 
     fn container_id(&self, name: &str) -> Option<String> {
@@ -1581,16 +1565,6 @@ fn touch_tree(dir: &Path, when: SystemTime) -> Result<()> {
                 .and_then(|file| file.set_modified(when))
                 .with_context(|| format!("touching {}", path.display()))?;
         }
-    }
-    Ok(())
-}
-
-/// The workspace exists before docker mounts it, writable by the container's user.
-fn prepare_workspace(workspace: &Path, host_user: HostUser) -> Result<()> {
-    fs::create_dir_all(workspace).with_context(|| format!("creating {}", workspace.display()))?;
-    if host_user.uid == 0 {
-        std::os::unix::fs::chown(workspace, Some(IMAGE_USER_ID), Some(IMAGE_USER_ID))
-            .with_context(|| format!("handing {} to uid {IMAGE_USER_ID}", workspace.display()))?;
     }
     Ok(())
 }

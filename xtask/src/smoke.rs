@@ -11,8 +11,9 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use runner_container::docker::{args, Docker};
 use runner_container::engine::check_engine;
+use runner_container::http::healthz;
 use runner_container::http::{self, Body};
-use runner_container::lifecycle::{health, log_tail};
+use runner_container::lifecycle::log_tail;
 use runner_container::progress::{seconds, Progress};
 use runner_container::server_api::Api;
 use xshell::Shell;
@@ -122,7 +123,7 @@ pub fn run_checks(
 }
 
 fn health_from_host(_: &Docker, project: &Project) -> Result<String> {
-    let body = health(project.stack.runner.health_port, Duration::from_secs(2))?;
+    let body = healthz(project.stack.runner.health_port, Duration::from_secs(2))?;
     ensure!(body["status"] == "ok", "the health endpoint said {body}");
     Ok(format!(
         "127.0.0.1:{} status ok",
@@ -218,7 +219,7 @@ fn multipart_upload(_: &Docker, project: &Project) -> Result<String> {
 }
 
 fn non_root(docker: &Docker, project: &Project) -> Result<String> {
-    let body = health(project.stack.runner.health_port, Duration::from_secs(2))?;
+    let body = healthz(project.stack.runner.health_port, Duration::from_secs(2))?;
     let uid = body["uid"]
         .as_u64()
         .context("the health endpoint does not report the process's uid")?;
@@ -280,8 +281,7 @@ pub fn was_checked(project: &Project, container_id: &str) -> bool {
 
 pub fn mark_checked(project: &Project, container_id: &str) -> Result<()> {
     let path = checked_file(project);
-    fs::write(&path, format!("{container_id}\n"))
-        .with_context(|| format!("writing {}", path.display()))
+    runner_container::paths::write_atomically(&path, format!("{container_id}\n").as_bytes())
 }
 
 pub fn forget_checked(project: &Project) -> Result<()> {

@@ -6,8 +6,9 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 use runner_container::engine::check_engine;
+use runner_container::http::healthz;
 use runner_container::inspect::{ContainerState, RunStatus};
-use runner_container::lifecycle::{health, inspect_container};
+use runner_container::lifecycle::inspect_container;
 use runner_container::server_process;
 use runner_container::time;
 use serde_json::{json, Value};
@@ -57,7 +58,7 @@ impl Status {
             }
             ContainerState::Ours(container) => {
                 let answering = container.status == RunStatus::Running
-                    && health(project.stack.runner.health_port, Duration::from_secs(1)).is_ok();
+                    && healthz(project.stack.runner.health_port, Duration::from_secs(1)).is_ok();
                 let uptime = (container.status == RunStatus::Running)
                     .then(|| time::seconds_since(&container.started_at))
                     .flatten();

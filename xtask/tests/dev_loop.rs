@@ -10,13 +10,12 @@
 
 mod support;
 
-use support::{assert_success, copy_tree, docker, stderr};
+use support::{assert_success, copy_tree, docker, stderr, take_turn, unique_dir};
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
@@ -25,14 +24,6 @@ const CONTAINER: &str = "stigmer-agent-runner-xtask-test";
 const HEALTH_PORT: &str = "7335";
 const SERVER_PORT: &str = "7338";
 
-static ENGINE: Mutex<()> = Mutex::new(());
-
-fn take_turn() -> MutexGuard<'static, ()> {
-    ENGINE
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// A copy of the runner service and a data directory, removed (container included) on drop.
 struct Sandbox {
     root: PathBuf,
@@ -40,12 +31,7 @@ struct Sandbox {
 
 impl Sandbox {
     fn new(name: &str) -> Sandbox {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let root =
-            std::env::temp_dir().join(format!("xtask-test-{name}-{}-{nanos}", std::process::id()));
+        let root = unique_dir("xtask-test", name);
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../backend/services/agent-runner");
         copy_tree(&source, &root.join("runner"));
         fs::create_dir_all(root.join("home")).unwrap();
@@ -261,9 +247,20 @@ fn source_change_rebuilds_without_reinstalling_dependencies() {
         "only {shared} of {} layers reused",
         new_layers.len()
     );
+    // The dependency install step itself came from the cache (the legacy builder says
+    // `Using cache` on the line after the step, BuildKit `CACHED`).
+    let lines: Vec<&str> = text.lines().collect();
+    let install = lines
+        .iter()
+        .position(|line| line.contains("pip install"))
+        .expect("the build output names the dependency install step");
+    let answer = lines[install + 1..]
+        .iter()
+        .find(|line| !line.trim().is_empty())
+        .expect("a line follows the dependency install step");
     assert!(
-        !text.contains("pip install") || text.contains("Using cache"),
-        "{text}"
+        answer.contains("Using cache") || answer.contains("CACHED"),
+        "the dependency install ran again: {answer}\n{text}"
     );
 }
 

@@ -13,15 +13,14 @@
 
 mod support;
 
-use support::{assert_success, copy_tree, docker, stderr};
+use support::{assert_success, copy_tree, docker, stderr, take_turn, unique_dir};
 
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const IMAGE: &str = "stigmer-agent-runner:registry-test";
 const CONTAINER: &str = "stigmer-agent-runner-registry-test";
@@ -31,25 +30,6 @@ const SERVER_PORT: &str = "7352";
 const BASE: &str = "stigmer-registry-test-base:bookworm";
 const MADE_BASE: &str = "stigmer-python-base:3.11-bookworm";
 const REPOSITORY_PATH: &str = "registry-test";
-
-static ENGINE: Mutex<()> = Mutex::new(());
-
-fn take_turn() -> MutexGuard<'static, ()> {
-    ENGINE
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn unique_dir(name: &str) -> PathBuf {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    std::env::temp_dir().join(format!(
-        "xtask-registry-{name}-{}-{nanos}",
-        std::process::id()
-    ))
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -68,7 +48,7 @@ struct RegistryServer {
 
 impl RegistryServer {
     fn start() -> RegistryServer {
-        let dir = unique_dir("storage");
+        let dir = unique_dir("xtask-registry", "storage");
         fs::create_dir_all(dir.join("store")).unwrap();
         let port = free_port();
         let config = dir.join("config.yml");
@@ -157,7 +137,7 @@ struct Sandbox {
 
 impl Sandbox {
     fn new(name: &str) -> Sandbox {
-        let root = unique_dir(name);
+        let root = unique_dir("xtask-registry", name);
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../backend/services/agent-runner");
         copy_tree(&source, &root.join("runner"));
         fs::create_dir_all(root.join("home")).unwrap();
@@ -382,7 +362,7 @@ fn an_image_whose_labels_do_not_match_is_refused() {
 
     // Under the working tree's digest tag, an image whose manifest names other sources.
     let doctored = format!("{}/stigmer-agent-runner:{digest}", registry.address());
-    let context = unique_dir("doctored-context");
+    let context = unique_dir("xtask-registry", "doctored-context");
     fs::create_dir_all(&context).unwrap();
     fs::write(context.join("Dockerfile"), format!("FROM {IMAGE}\n")).unwrap();
     let manifest = r#"dev.stigmer.inputs.manifest={"src/":"doctored"}"#;

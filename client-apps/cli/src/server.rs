@@ -319,7 +319,8 @@ fn runner_status(config: &Config) -> RunnerStatus {
             if container.status == RunStatus::Running {
                 status.uptime_seconds = time::seconds_since(&container.started_at);
                 status.health_endpoint =
-                    lifecycle::health(runner.health_port, Duration::from_secs(2)).is_ok();
+                    runner_container::http::healthz(runner.health_port, Duration::from_secs(2))
+                        .is_ok();
             }
             let data_dir = config.data_dir.root().display().to_string();
             match container.labels.get(DATA_DIR_LABEL) {

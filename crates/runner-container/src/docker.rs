@@ -21,6 +21,17 @@ pub struct Captured {
     pub stderr: String,
 }
 
+impl From<std::process::Output> for Captured {
+    fn from(output: std::process::Output) -> Captured {
+        Captured {
+            success: output.status.success(),
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
 impl Captured {
     /// The last lines of stderr, for error messages.
     pub fn stderr_tail(&self) -> String {
@@ -67,12 +78,7 @@ impl Docker {
             .ignore_status()
             .output()
             .with_context(|| format!("running `docker {}`", args.join(" ")))?;
-        Ok(Captured {
-            success: output.status.success(),
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        })
+        Ok(Captured::from(output))
     }
 
     /// Runs `docker <args>`, failing with the command and the tail of its stderr.
@@ -104,12 +110,7 @@ impl Docker {
                 let output = child
                     .wait_with_output()
                     .context("reading docker's output")?;
-                return Ok(Some(Captured {
-                    success: output.status.success(),
-                    code: output.status.code(),
-                    stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-                    stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-                }));
+                return Ok(Some(Captured::from(output)));
             }
             if started.elapsed() >= deadline {
                 // The child may already be gone; either way it no longer matters.

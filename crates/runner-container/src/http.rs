@@ -148,6 +148,21 @@ fn decode_chunked(mut rest: &[u8]) -> Result<Vec<u8>> {
     }
 }
 
+/// `GET /healthz` of a service on this machine's loopback (the server, or the runner through
+/// host networking or its published port): its JSON when it answers 200.
+pub fn healthz(port: u16, timeout: Duration) -> Result<serde_json::Value> {
+    let addr = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
+    let response = get(addr, "/healthz", timeout)?;
+    if response.status != 200 {
+        bail!(
+            "{addr}/healthz answered {}: {}",
+            response.status,
+            response.text()
+        );
+    }
+    response.json()
+}
+
 /// A `multipart/form-data` body with one file part, and its content type.
 pub fn multipart_file(
     boundary: &str,

@@ -228,6 +228,11 @@ pub enum RebuildDecision {
     ImageMissing,
     /// The image exists but carries no manifest: it was not built by this tool.
     Unlabelled,
+    /// The manifest matches, but these labels do not say what the tree's would: a doctored
+    /// or half-labelled image, never taken for current.
+    Mislabelled {
+        labels: Vec<String>,
+    },
     Changed {
         changes: Vec<InputChange>,
     },
@@ -244,8 +249,21 @@ impl RebuildDecision {
         let Some(image) = InputManifest::from_labels(labels) else {
             return RebuildDecision::Unlabelled;
         };
-        if labels.get(INPUTS_LABEL) == Some(&tree.digest()) && image == *tree {
-            return RebuildDecision::UpToDate;
+        if image == *tree {
+            // Every label the build sets must say what the tree's would, the poetry.lock
+            // digest and the inputs digest included, not only the manifest.
+            let mislabelled: Vec<String> = tree
+                .labels()
+                .into_iter()
+                .filter(|(key, value)| labels.get(key) != Some(value))
+                .map(|(key, _)| key)
+                .collect();
+            if mislabelled.is_empty() {
+                return RebuildDecision::UpToDate;
+            }
+            return RebuildDecision::Mislabelled {
+                labels: mislabelled,
+            };
         }
         let mut changes: Vec<InputChange> = tree
             .entries
@@ -286,6 +304,9 @@ impl fmt::Display for RebuildDecision {
                 f,
                 "the image carries no input labels (not built by cargo xtask)"
             ),
+            RebuildDecision::Mislabelled { labels } => {
+                write!(f, "labels {} differ", labels.join(", "))
+            }
             RebuildDecision::Changed { changes } => {
                 let parts: Vec<String> = changes.iter().map(ToString::to_string).collect();
                 write!(f, "{}", parts.join("; "))
@@ -415,6 +436,22 @@ mod tests {
         let (after, _) = InputManifest::from_tree(&dir, "sha256:other", &other_args).unwrap();
         let text = RebuildDecision::decide(&after, Some(&labels)).to_string();
         assert_eq!(text, "base image changed: sha256:base → sha256:other; build args changed: BASE_IMAGE=python:3.11-slim → BASE_IMAGE=stigmer-python-base:3.11-bookworm");
+    }
+
+    #[test]
+    fn a_doctored_label_is_never_up_to_date() {
+        let (dir, _cleanup) = service_dir();
+        let (manifest, _) = InputManifest::from_tree(&dir, "sha256:base", &args()).unwrap();
+        let mut labels: BTreeMap<String, String> = manifest.labels().into_iter().collect();
+        labels.insert(POETRY_LOCK_LABEL.to_string(), "0".repeat(64));
+        let decision = RebuildDecision::decide(&manifest, Some(&labels));
+        assert_eq!(
+            decision,
+            RebuildDecision::Mislabelled {
+                labels: vec![POETRY_LOCK_LABEL.to_string()]
+            }
+        );
+        assert!(decision.needs_build());
     }
 
     #[test]

@@ -162,6 +162,8 @@ pub struct Image {
     pub created: String,
     pub size: u64,
     pub labels: BTreeMap<String, String>,
+    /// The layer digests, base first: what two builds share shows which steps were reused.
+    pub layers: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -172,6 +174,14 @@ struct RawImage {
     created: String,
     size: u64,
     config: Option<RawConfig>,
+    #[serde(rename = "RootFS")]
+    root_fs: Option<RawRootFs>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawRootFs {
+    layers: Option<Vec<String>>,
 }
 
 /// Parses the JSON array `docker image inspect` prints (`[]` when absent).
@@ -188,6 +198,10 @@ pub fn parse_images(json: &str) -> Result<Vec<Image>> {
             labels: raw
                 .config
                 .and_then(|config| config.labels)
+                .unwrap_or_default(),
+            layers: raw
+                .root_fs
+                .and_then(|root_fs| root_fs.layers)
                 .unwrap_or_default(),
         })
         .collect())
@@ -249,5 +263,7 @@ mod tests {
         assert!(images[0].id.starts_with("sha256:"));
         assert_eq!(images[0].tags, vec!["probe:bb".to_string()]);
         assert!(images[0].size > 0);
+        assert_eq!(images[0].layers.len(), 1);
+        assert!(images[0].layers[0].starts_with("sha256:"));
     }
 }

@@ -6,7 +6,6 @@
 //! removed: the caller gets an error that says what to do.
 
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -138,13 +137,15 @@ pub fn ensure_running(
     data_dir: &DataDir,
     host_user: HostUser,
 ) -> Result<StartOutcome> {
-    remove_orphans(docker, data_dir, &spec.name)?;
     let reason = match claim(inspect_container(docker, &spec.name)?, data_dir)? {
         None => None,
         Some(container) => {
             let reason = match replacement_reason(&container, spec, image_id) {
-                None if health(spec.health_port, Duration::from_millis(500)).is_ok() => {
-                    write_id_file(data_dir, &container.id)?;
+                None if http::healthz(spec.health_port, Duration::from_millis(500)).is_ok() => {
+                    // Nothing is written when nothing changed: the file only caches the ID.
+                    if read_id_file(data_dir).as_deref() != Some(container.id.as_str()) {
+                        write_id_file(data_dir, &container.id)?;
+                    }
                     return Ok(StartOutcome::AlreadyRunning { id: container.id });
                 }
                 None => "it runs but its health endpoint does not answer".to_string(),
@@ -154,6 +155,9 @@ pub fn ensure_running(
             Some(reason)
         }
     };
+    // Orphans are looked for on every start, and only then: a stack left alone has none to
+    // make room for.
+    remove_orphans(docker, data_dir, &spec.name)?;
     let id = start(docker, spec, data_dir, host_user)?;
     Ok(match reason {
         None => StartOutcome::Started { id },
@@ -219,7 +223,7 @@ pub fn start(
 
 /// The workspace must exist before docker mounts it (docker would create it owned by root),
 /// and must be writable by the container's user.
-fn prepare_workspace(workspace: &Path, host_user: HostUser) -> Result<()> {
+pub fn prepare_workspace(workspace: &Path, host_user: HostUser) -> Result<()> {
     fs::create_dir_all(workspace)
         .with_context(|| format!("creating the workspace {}", workspace.display()))?;
     if host_user.uid == 0 {
@@ -319,29 +323,12 @@ fn write_id_file(data_dir: &DataDir, id: &str) -> Result<()> {
     let path = data_dir.container_id_file();
     fs::create_dir_all(data_dir.root())
         .with_context(|| format!("creating {}", data_dir.root().display()))?;
-    let temporary = path.with_extension("id.tmp");
-    fs::write(&temporary, format!("{id}\n"))
-        .and_then(|()| fs::rename(&temporary, &path))
-        .with_context(|| format!("writing {}", path.display()))
+    crate::paths::write_atomically(&path, format!("{id}\n").as_bytes())
 }
 
 fn remove_id_file(data_dir: &DataDir) -> Result<()> {
     let path = data_dir.container_id_file();
     crate::paths::remove_if_present(&path)
-}
-
-/// Asks the runner's health endpoint on the host's loopback (host networking).
-pub fn health(port: u16, timeout: Duration) -> Result<serde_json::Value> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let response = http::get(addr, "/healthz", timeout)?;
-    if response.status != 200 {
-        bail!(
-            "the health endpoint answered {}: {}",
-            response.status,
-            response.text()
-        );
-    }
-    response.json()
 }
 
 /// Polls the health endpoint until it answers, watching the container so that an exit is
@@ -355,7 +342,7 @@ pub fn wait_until_ready(
     let mut last_state_check = Instant::now();
     loop {
         crate::interrupt::check()?;
-        if health(spec.health_port, Duration::from_millis(250)).is_ok() {
+        if http::healthz(spec.health_port, Duration::from_millis(250)).is_ok() {
             return Ok(started.elapsed());
         }
         if last_state_check.elapsed() >= Duration::from_millis(300) {

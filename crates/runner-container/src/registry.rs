@@ -178,22 +178,8 @@ pub fn stamp_args(context: &str, labels: &[(String, String)], tags: &[String]) -
 /// Why a pulled image may not stand for the working tree; `None` when its input labels equal
 /// the tree's exactly (every label the build sets, not only the digest a tag could lie about).
 pub fn input_mismatch(labels: &BTreeMap<String, String>, tree: &InputManifest) -> Option<String> {
-    let differing: Vec<String> = tree
-        .labels()
-        .into_iter()
-        .filter(|(key, value)| labels.get(key) != Some(value))
-        .map(|(key, _)| key)
-        .collect();
-    if differing.is_empty() {
-        return None;
-    }
     let decision = RebuildDecision::decide(tree, Some(labels));
-    let why = if decision.needs_build() {
-        decision.to_string()
-    } else {
-        format!("labels {} differ", differing.join(", "))
-    };
-    Some(why)
+    decision.needs_build().then(|| decision.to_string())
 }
 
 /// The outcome of one `docker pull`.

@@ -54,9 +54,7 @@ impl Api {
 
     /// Whether the server answers at all: the first thing `stigmer run` checks.
     pub fn reachable(&self) -> bool {
-        http::get(self.addr, "/healthz", Duration::from_secs(2))
-            .map(|response| response.status == 200)
-            .unwrap_or(false)
+        http::healthz(self.addr.port(), Duration::from_secs(2)).is_ok()
     }
 
     pub fn create_execution(&self, agent: &str, input: &str) -> Result<Created> {

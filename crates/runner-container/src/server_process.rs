@@ -233,10 +233,7 @@ fn remove_pid_file(data_dir: &DataDir) -> Result<()> {
 
 fn write_pid_file(data_dir: &DataDir, record: PidRecord) -> Result<()> {
     let path = data_dir.server_pid_file();
-    let temporary = path.with_extension("pid.tmp");
-    fs::write(&temporary, record.to_line())
-        .and_then(|()| fs::rename(&temporary, &path))
-        .with_context(|| format!("writing {}", path.display()))
+    crate::paths::write_atomically(&path, record.to_line().as_bytes())
 }
 
 /// How to run the server.
@@ -351,7 +348,7 @@ fn wait_until_healthy(child: &mut Child, port: u16, log_path: &Path, offset: u64
                 log_since(log_path, offset)
             );
         }
-        if health(port, Duration::from_millis(500)).is_ok() {
+        if http::healthz(port, Duration::from_millis(500)).is_ok() {
             return Ok(());
         }
         if started.elapsed() >= READY_TIMEOUT {
@@ -379,15 +376,6 @@ fn log_since(path: &Path, offset: u64) -> String {
         Ok(_) => crate::docker::tail_lines(&text, 30),
         Err(err) => format!("(could not read it: {err})"),
     }
-}
-
-/// Asks `GET /healthz`.
-pub fn health(port: u16, timeout: Duration) -> Result<serde_json::Value> {
-    let response = http::get(address(port), "/healthz", timeout)?;
-    if response.status != 200 {
-        bail!("/healthz answered {}: {}", response.status, response.text());
-    }
-    response.json()
 }
 
 /// What [`stop`] did.
@@ -491,7 +479,7 @@ pub fn status(data_dir: &DataDir, port: u16) -> ServerStatus {
             status.uptime_seconds = uptime_of(record.start_time);
         }
     }
-    if let Ok(answer) = health(port, Duration::from_secs(2)) {
+    if let Ok(answer) = http::healthz(port, Duration::from_secs(2)) {
         status.healthy = true;
         status.version = answer["version"].as_str().map(String::from);
     }

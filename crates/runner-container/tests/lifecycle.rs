@@ -32,33 +32,50 @@ impl Drop for Cleanup {
     }
 }
 
-#[test]
-fn a_runner_that_never_answers_is_given_up_on_with_its_logs() {
+/// Starts the test image as `name`, with `settings` over the defaults and `adjust` applied to
+/// the spec; the container and its data directory go when the guard does.
+fn start_test_container(
+    name: &str,
+    settings: RunnerSettings,
+    adjust: impl FnOnce(&mut ContainerSpec),
+) -> (Docker, ContainerSpec, Cleanup) {
     let docker = Docker::new().unwrap();
-    let image = inspect_image(&docker, IMAGE)
-        .unwrap()
-        .unwrap_or_else(|| panic!("{IMAGE} is missing: `STIGMER_RUNNER_IMAGE={IMAGE} cargo xtask rebuild-runner` (cargo xtask ci does)"));
-    let root = std::env::temp_dir().join(format!("lifecycle-test-{}", std::process::id()));
+    let image = inspect_image(&docker, IMAGE).unwrap().unwrap_or_else(|| {
+        panic!("{IMAGE} is missing: `STIGMER_RUNNER_IMAGE={IMAGE} cargo xtask rebuild-runner` (cargo xtask ci does)")
+    });
+    let root = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
     let data_dir = DataDir::at(PathBuf::from(&root));
     let settings = RunnerSettings {
         image: IMAGE.to_string(),
-        container_name: "stigmer-agent-runner-lifecycle-test".to_string(),
-        health_port: 7361,
-        ..RunnerSettings::default()
+        container_name: name.to_string(),
+        ..settings
     };
     let user = HostUser::current();
     let mut spec = ContainerSpec::agent_runner(&settings, &data_dir, user);
-    // The service listens on another port than the one polled: it never looks ready.
-    for (key, value) in &mut spec.env {
-        if key == "STIGMER_RUNNER_HEALTH_PORT" {
-            *value = "7362".to_string();
-        }
-    }
-    let _cleanup = Cleanup {
+    adjust(&mut spec);
+    let cleanup = Cleanup {
         data_dir: data_dir.clone(),
         name: spec.name.clone(),
     };
     ensure_running(&docker, &spec, &image.id, &data_dir, user).unwrap();
+    (docker, spec, cleanup)
+}
+
+#[test]
+fn a_runner_that_never_answers_is_given_up_on_with_its_logs() {
+    let settings = RunnerSettings {
+        health_port: 7361,
+        ..RunnerSettings::default()
+    };
+    let (docker, spec, _cleanup) =
+        start_test_container("stigmer-agent-runner-lifecycle-test", settings, |spec| {
+            // The service listens on another port than the one polled: it never looks ready.
+            for (key, value) in &mut spec.env {
+                if key == "STIGMER_RUNNER_HEALTH_PORT" {
+                    *value = "7362".to_string();
+                }
+            }
+        });
 
     let started = Instant::now();
     let err = wait_until_ready(&docker, &spec, Duration::from_secs(3)).unwrap_err();
@@ -94,28 +111,15 @@ fn a_runner_that_never_answers_is_given_up_on_with_its_logs() {
 
 #[test]
 fn bridge_networking_publishes_the_service_on_loopback_only() {
-    let docker = Docker::new().unwrap();
-    let image = inspect_image(&docker, IMAGE)
-        .unwrap()
-        .unwrap_or_else(|| panic!("{IMAGE} is missing"));
-    let root = std::env::temp_dir().join(format!("lifecycle-bridge-test-{}", std::process::id()));
-    let data_dir = DataDir::at(PathBuf::from(&root));
     let settings = RunnerSettings {
-        image: IMAGE.to_string(),
-        container_name: "stigmer-agent-runner-bridge-test".to_string(),
         health_port: 7363,
         network: Some(runner_container::spec::Network::Bridge),
         ..RunnerSettings::default()
     };
-    let user = HostUser::current();
-    let spec = ContainerSpec::agent_runner(&settings, &data_dir, user);
-    let _cleanup = Cleanup {
-        data_dir: data_dir.clone(),
-        name: spec.name.clone(),
-    };
-    ensure_running(&docker, &spec, &image.id, &data_dir, user).unwrap();
+    let (docker, spec, _cleanup) =
+        start_test_container("stigmer-agent-runner-bridge-test", settings, |_| {});
     wait_until_ready(&docker, &spec, Duration::from_secs(30)).unwrap();
-    let health = runner_container::lifecycle::health(7363, Duration::from_secs(2)).unwrap();
+    let health = runner_container::http::healthz(7363, Duration::from_secs(2)).unwrap();
     assert_eq!(health["status"], "ok", "{health}");
     assert_eq!(
         health["backend"]["endpoint"], "host.docker.internal:7234",

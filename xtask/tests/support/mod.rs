@@ -2,8 +2,28 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+static ENGINE: Mutex<()> = Mutex::new(());
+
+/// The tests of one binary share container names and ports, so they take turns.
+pub fn take_turn() -> MutexGuard<'static, ()> {
+    ENGINE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A directory name under the temporary directory that no other test or run uses.
+pub fn unique_dir(prefix: &str, name: &str) -> PathBuf {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    std::env::temp_dir().join(format!("{prefix}-{name}-{}-{nanos}", std::process::id()))
+}
 
 /// Copies the agent-runner service for a test, without Python's caches.
 pub fn copy_tree(from: &Path, to: &Path) {

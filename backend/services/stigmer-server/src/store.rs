@@ -412,16 +412,14 @@ pub fn append_runner_event(
     lease_expires_at: i64,
     now: i64,
 ) -> Result<LeaseOutcome> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .context("begin the event transaction")?;
-    let outcome = check_lease(&tx, execution_id, lease_id, now)?;
-    if outcome == LeaseOutcome::Accepted {
-        renew(&tx, execution_id, lease_expires_at, now)?;
-        append_event(&tx, execution_id, kind, message, now)?;
-        tx.commit().context("commit the event")?;
-    }
-    Ok(outcome)
+    renew_lease_with(
+        conn,
+        execution_id,
+        lease_id,
+        lease_expires_at,
+        now,
+        Some((kind, message)),
+    )
 }
 
 pub fn renew_lease(
@@ -431,13 +429,28 @@ pub fn renew_lease(
     lease_expires_at: i64,
     now: i64,
 ) -> Result<LeaseOutcome> {
+    renew_lease_with(conn, execution_id, lease_id, lease_expires_at, now, None)
+}
+
+/// Renews a current lease and records `event` with it, in one transaction.
+fn renew_lease_with(
+    conn: &mut Connection,
+    execution_id: &str,
+    lease_id: &str,
+    lease_expires_at: i64,
+    now: i64,
+    event: Option<(EventKind, &str)>,
+) -> Result<LeaseOutcome> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
-        .context("begin the heartbeat transaction")?;
+        .context("begin the lease transaction")?;
     let outcome = check_lease(&tx, execution_id, lease_id, now)?;
     if outcome == LeaseOutcome::Accepted {
         renew(&tx, execution_id, lease_expires_at, now)?;
-        tx.commit().context("commit the heartbeat")?;
+        if let Some((kind, message)) = event {
+            append_event(&tx, execution_id, kind, message, now)?;
+        }
+        tx.commit().context("commit the lease renewal")?;
     }
     Ok(outcome)
 }
