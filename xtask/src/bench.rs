@@ -27,6 +27,7 @@ use runner_container::inputs::RebuildDecision;
 use runner_container::inspect::Image;
 use runner_container::lifecycle;
 use runner_container::paths::DataDir;
+use runner_container::process;
 use runner_container::progress::{Phase, Progress};
 use runner_container::server_api::Api;
 use runner_container::server_process::{self, ServerConfig};
@@ -335,17 +336,14 @@ impl Session {
         progress.phase("Preparing locked wheels", |phase| {
             wheels::prepare(sh, &self.runner_dir, &engine.platform(), phase)
         })?;
-        progress.phase("Building stigmer-server and stigmer", |_| {
+        progress.phase("Building stigmer", |_| {
             let _dir = sh.push_dir(&project.root);
-            cmd!(
-                sh,
-                "cargo build --quiet --package stigmer-server --package stigmer"
-            )
-            .quiet()
-            .run()
-            .context("building stigmer-server and the stigmer CLI")
+            cmd!(sh, "cargo build --quiet --package stigmer")
+                .quiet()
+                .run()
+                .context("building the stigmer program")
         })?;
-        let binary = project.stack.server_config()?.binary;
+        let program = project.stigmer_program()?;
         let mut stacks = vec![&self.ours];
         if !self.correctness_only {
             stacks.push(&self.theirs);
@@ -353,11 +351,10 @@ impl Session {
         progress.phase("Starting the benchmark's servers", |_| {
             for stack in stacks {
                 let config = ServerConfig {
-                    binary: binary.clone(),
                     port: stack.server_port,
-                    lease_seconds: None,
+                    ..project.stack.server_config(program.clone())
                 };
-                server_process::start(&stack.data_dir(), &config)?;
+                process::start(&config.process_spec(&stack.data_dir()))?;
                 lifecycle::prepare_workspace(&stack.data_dir().workspace(), self.host_user)?;
             }
             Ok(())
@@ -1186,7 +1183,11 @@ impl Session {
                 Ok(Ok(output)) if output.status.success() => {}
                 other => eprintln!("⚠ docker-compose down failed: {other:?}"),
             }
-            let _ = server_process::stop(&self.theirs.data_dir());
+            let _ = process::stop(
+                &self.theirs.data_dir().server_pid_file(),
+                server_process::COMPONENT,
+                server_process::STOP_GRACE,
+            );
         }
         for name in [&self.ours.container, &self.theirs.container] {
             let _ = self.docker.capture(&args(["rm", "--force", name]));

@@ -1,23 +1,19 @@
-//! `cargo xtask dev`: from a fresh clone to the running, smoke-checked local stack
-//! (stigmer-server and the agent-runner container), and nothing more than a decision and
-//! two health probes when nothing changed.
-
-use std::time::Duration;
+//! `cargo xtask dev`: from a fresh clone to the running, smoke-checked local stack (Temporal,
+//! stigmer-server and the agent-runner container), and nothing more than a decision and a few
+//! health probes when nothing changed.
 
 use anyhow::{Context, Result};
 use clap::Args;
 use runner_container::engine::check_engine;
-use runner_container::lifecycle::{ensure_running, wait_until_ready, StartOutcome};
+use runner_container::ids::short;
 use runner_container::lock::StackLock;
 use runner_container::progress::{seconds, Progress};
-use runner_container::server_process::{self, ServerState};
+use runner_container::stack::{self, UpRequest};
+use runner_container::{lifecycle::StartOutcome, server_process};
 use xshell::{cmd, Shell};
 
-use crate::image::{self, short_id};
+use crate::image;
 use crate::{publish, smoke, Project};
-
-/// How long the service may take to answer after its container started.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Args)]
 pub struct Dev {}
@@ -28,7 +24,7 @@ impl Dev {
         let mut progress = Progress::new();
         let engine = progress.phase("Checking Docker", |_| check_engine(&docker))?;
         // Taken only once the engine answered: without one, nothing is written.
-        let _lock = StackLock::acquire(&project.stack.data_dir, "cargo xtask dev", |holder| {
+        let lock = StackLock::acquire(&project.stack.data_dir, "cargo xtask dev", |holder| {
             progress.note(&format!("waiting for {holder} to finish with this stack"));
         })?;
         let plan = image::plan(sh, &docker, project, &mut progress)?;
@@ -44,55 +40,46 @@ impl Dev {
                 None => image::build(sh, &docker, project, &engine, &plan, false, &mut progress)?,
             },
         };
-        progress.phase("Building stigmer-server and stigmer", |_| {
-            build_binaries(sh, project)
-        })?;
-        let server = progress.phase("Starting stigmer-server", |_| start_server(project))?;
-        let spec = project.container_spec(&engine);
-        let outcome = progress.phase("Starting the agent-runner container", |_| {
-            ensure_running(
-                &docker,
-                &spec,
-                &image.id,
-                &project.stack.data_dir,
-                project.host_user,
-            )
-        })?;
-        match &outcome {
-            StartOutcome::AlreadyRunning { .. } => progress.note(
-                "container already running from the current image and configuration: left alone",
-            ),
-            StartOutcome::Replaced { reason, .. } => {
-                progress.note(&format!("replaced the previous container: {reason}"))
-            }
-            StartOutcome::Started { .. } => {}
-        }
-        let early_checks = outcome
-            .started_something()
+        progress.phase("Building stigmer", |_| build_binaries(sh, project))?;
+        let request = UpRequest {
+            engine: &engine,
+            image: &image,
+            program: project.stigmer_program()?,
+            replace_outdated_server: true,
+            host_user: project.host_user,
+        };
+        // The image checks need only the image: with a new one they overlap the stack's start.
+        let image_checks = plan
+            .decision
+            .needs_build()
             .then(|| smoke::start_image_checks(project));
-        if outcome.started_something() {
-            let ready = progress.phase("Waiting until ready", |_| {
-                wait_until_ready(&docker, &spec, READY_TIMEOUT)
-            })?;
-            progress.note(&format!("ready {} after start", seconds(ready)));
+        let report = stack::up(&project.stack, &docker, &request, &lock, &mut progress)?;
+        if let Some(ready) = report.runner_ready_after {
+            progress.note(&format!(
+                "agent runner ready {} after start",
+                seconds(ready)
+            ));
             image::remove_replaced(&docker, plan.image.as_ref(), &image);
         }
+        if let StartOutcome::AlreadyRunning { .. } = report.runner {
+            progress.note(
+                "container already running from the current image and configuration: left alone",
+            );
+        }
         // A run killed before its checks leaves a container nobody checked: check it now.
-        if outcome.started_something()
-            || server.started
-            || !smoke::was_checked(project, outcome.id())
-        {
-            smoke::run_checks(&docker, project, &mut progress, early_checks)?;
-            smoke::mark_checked(project, outcome.id())?;
+        if report.started_something() || !smoke::was_checked(project, report.runner.id()) {
+            smoke::run_checks(&docker, project, &mut progress, image_checks)?;
+            smoke::mark_checked(project, report.runner.id())?;
         }
         progress.summary();
         println!(
-            "✓ stigmer-server (pid {}) at {}; agent-runner {} from {} ({}), health at {}",
-            server.pid,
+            "✓ Temporal at {}; stigmer-server (pid {}) at {}; agent-runner {} from {} ({}), health at {}",
+            project.stack.temporal.frontend_address(),
+            report.server.pid().unwrap_or_default(),
             server_process::url(project.stack.server_port),
-            &outcome.id()[..outcome.id().len().min(12)],
+            short(report.runner.id()),
             project.stack.runner.image,
-            short_id(&image.id),
+            short(&image.id),
             project.stack.runner.health_url()
         );
         Ok(())
@@ -110,13 +97,10 @@ fn build_binaries(sh: &Shell, project: &Project) -> Result<()> {
     let stamp = binaries_stamp(project);
     let _ = std::fs::remove_file(&stamp);
     let started = std::time::SystemTime::now();
-    cmd!(
-        sh,
-        "cargo build --quiet --package stigmer-server --package stigmer"
-    )
-    .quiet()
-    .run()
-    .context("building stigmer-server and the stigmer CLI")?;
+    cmd!(sh, "cargo build --quiet --package stigmer")
+        .quiet()
+        .run()
+        .context("building the stigmer program (CLI and embedded server)")?;
     // Only a cache: without it cargo is simply asked next time.
     let _ = std::fs::create_dir_all(project.cache_dir())
         .and_then(|()| std::fs::File::create(&stamp).and_then(|file| file.set_modified(started)));
@@ -131,10 +115,9 @@ fn build_binaries(sh: &Shell, project: &Project) -> Result<()> {
 /// spaces, another target directory) asks cargo. Not seen: a changed toolchain or RUSTFLAGS.
 fn binaries_fresh(project: &Project) -> bool {
     let Some(dir) = project
-        .stack
-        .server_config()
+        .stigmer_program()
         .ok()
-        .and_then(|config| config.binary.parent().map(std::path::Path::to_path_buf))
+        .and_then(|program| program.parent().map(std::path::Path::to_path_buf))
     else {
         return false;
     };
@@ -154,7 +137,7 @@ fn binaries_fresh(project: &Project) -> bool {
     .map(|path| project.root.join(path))
     .filter(|path| path.exists())
     .collect();
-    ["stigmer-server", "stigmer"].iter().all(|name| {
+    ["stigmer"].iter().all(|name| {
         let (Ok(_), Ok(dep_info)) = (
             modified(&dir.join(name)),
             std::fs::read_to_string(dir.join(format!("{name}.d"))),
@@ -178,25 +161,4 @@ fn binaries_fresh(project: &Project) -> bool {
 
 fn binaries_stamp(project: &Project) -> std::path::PathBuf {
     project.cache_dir().join("binaries-current.stamp")
-}
-
-struct ServerRun {
-    pid: i32,
-    started: bool,
-}
-
-/// Starts the server, or restarts it when it runs an older build than the one just made.
-fn start_server(project: &Project) -> Result<ServerRun> {
-    let config = project.stack.server_config()?;
-    if let ServerState::Running { record } = server_process::state(&project.stack.data_dir) {
-        if server_process::runs_outdated_binary(&record, &config.binary) {
-            server_process::stop(&project.stack.data_dir)
-                .context("stopping the outdated stigmer-server")?;
-        }
-    }
-    let outcome = server_process::start(&project.stack.data_dir, &config)?;
-    Ok(ServerRun {
-        pid: outcome.pid(),
-        started: matches!(outcome, server_process::StartOutcome::Started { .. }),
-    })
 }

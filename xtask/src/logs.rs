@@ -1,16 +1,19 @@
-//! `cargo xtask logs [-f] [--tail N]`: the agent-runner container's logs, found through the
-//! ID file or, failing that, by exact name.
+//! `cargo xtask logs [--component C] [-f] [-n N]`: a component's logs through the stack layer
+//! (the runner container's by default, the dev loop's usual question).
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
-use runner_container::engine::check_engine;
-use runner_container::lifecycle::{find_ours, logs_args};
+use runner_container::lifecycle::logs_args;
+use runner_container::stack::{self, Component, LogSource};
 use xshell::Shell;
 
 use crate::Project;
 
 #[derive(Args)]
 pub struct Logs {
+    /// Which component's logs to show.
+    #[arg(long, value_enum, default_value = "agent-runner")]
+    component: Component,
     /// Keep following new lines.
     #[arg(short, long)]
     follow: bool,
@@ -22,15 +25,13 @@ pub struct Logs {
 impl Logs {
     pub fn run(self, _sh: &Shell, project: &Project) -> Result<()> {
         let docker = crate::docker()?;
-        check_engine(&docker)?;
-        let Some(container) = find_ours(
-            &docker,
-            &project.stack.data_dir,
-            &project.stack.runner.container_name,
-        )?
-        else {
-            bail!("no agent-runner container exists: start one with `cargo xtask dev`");
-        };
-        docker.passthrough(&logs_args(&container.id, self.follow, Some(self.tail)))
+        match stack::log_source(&project.stack, &docker, self.component)? {
+            LogSource::File(path) => {
+                stack::print_file(&path, self.follow, self.tail, &mut std::io::stdout())
+            }
+            LogSource::Container(id) => {
+                docker.passthrough(&logs_args(&id, self.follow, Some(self.tail)))
+            }
+        }
     }
 }

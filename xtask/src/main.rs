@@ -112,6 +112,14 @@ impl Project {
         )
     }
 
+    /// The `stigmer` program `cargo build -p stigmer` makes: beside this xtask binary, in the
+    /// same cargo target directory (wherever `CARGO_TARGET_DIR` put it).
+    pub fn stigmer_program(&self) -> Result<PathBuf> {
+        let xtask = std::env::current_exe().context("finding the xtask binary")?;
+        let dir = xtask.parent().context("the xtask binary has a directory")?;
+        Ok(dir.join("stigmer"))
+    }
+
     /// Where xtask keeps its caches: beside cargo's own output, never inside an input.
     pub fn cache_dir(&self) -> PathBuf {
         self.root.join("target/xtask")

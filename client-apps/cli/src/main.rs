@@ -1,9 +1,11 @@
 //! `stigmer`: the command-line program of the local Stigmer stack.
 //!
-//! `stigmer server start|stop|status|logs` manage the stigmer-server process and the
-//! agent-runner container; `stigmer run` creates an execution and follows it. This file holds
-//! the command line, reads the environment once into a [`runner_container::stack::StackConfig`], and turns errors
-//! into `✗ <message>` and a non-zero exit. Results go to stdout, progress to stderr.
+//! `stigmer server start|stop|status|logs` manage the local stack (a Temporal dev server,
+//! stigmer-server and the agent-runner container); `stigmer server run` is the server itself,
+//! embedded so that this one program is all a user installs; `stigmer run` creates an
+//! execution and follows it. This file holds the command line, reads the environment once into
+//! a [`runner_container::stack::StackConfig`], and turns errors into `✗ <message>` and a
+//! non-zero exit. Results go to stdout, progress to stderr.
 
 mod run;
 mod server;
@@ -11,17 +13,19 @@ mod server;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
-use runner_container::stack::StackConfig as Config;
+use runner_container::stack::{Component, StackConfig as Config};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "stigmer",
     version,
-    about = "Run Stigmer agents on this machine: a local server and the agent-runner container.",
+    about = "Run Stigmer agents on this machine: Temporal, a local server and the agent-runner container.",
     after_help = "Environment: STIGMER_HOME moves the data directory (default ~/.stigmer); \
-                  STIGMER_SERVER_PORT (default 7234), STIGMER_SERVER_BIN, STIGMER_RUNNER_IMAGE, \
+                  STIGMER_SERVER_PORT (default 7234), STIGMER_TEMPORAL_PORT (default 7233), \
+                  STIGMER_TEMPORAL_ADDRESS (use an existing Temporal), STIGMER_TEMPORAL_UI=1, \
+                  STIGMER_TEMPORAL_BIN, STIGMER_TOOLS_DIR, STIGMER_RUNNER_IMAGE, \
                   STIGMER_RUNNER_CONTAINER, STIGMER_RUNNER_HEALTH_PORT, STIGMER_LOG_LEVEL."
 )]
 struct Cli {
@@ -31,7 +35,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start, stop and inspect the local stack (stigmer-server and the agent-runner).
+    /// Start, stop and inspect the local stack (Temporal, stigmer-server, the agent-runner).
     #[command(subcommand)]
     Server(ServerCommand),
     /// Run an agent and follow its execution until it ends; the result goes to stdout.
@@ -40,13 +44,13 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ServerCommand {
-    /// Start stigmer-server and the agent-runner container (what already runs is left alone).
+    /// Start Temporal, stigmer-server and the agent-runner container (what already runs is left alone).
     Start {
         /// Stop what runs and start it again.
         #[arg(long)]
         restart: bool,
     },
-    /// Stop the agent-runner container, then stigmer-server.
+    /// Stop the agent-runner container, then stigmer-server, then Temporal.
     Stop,
     /// Show each component's state, health and uptime.
     Status {
@@ -56,12 +60,8 @@ enum ServerCommand {
     },
     /// Show a component's logs (default: stigmer-server).
     Logs(LogsArgs),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Component {
-    StigmerServer,
-    AgentRunner,
+    /// Run stigmer-server in the foreground (what `start` runs in the background).
+    Run(stigmer_server::ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -138,15 +138,17 @@ fn main() -> ExitCode {
 }
 
 fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
-    let config = Config::from_process_env()?;
+    // `server run` needs none of the stack's settings, only its command line.
+    let config = Config::from_process_env;
     match cli.command {
-        Command::Server(ServerCommand::Start { restart }) => server::start(&config, restart)?,
-        Command::Server(ServerCommand::Stop) => server::stop(&config)?,
-        Command::Server(ServerCommand::Status { json }) => server::status(&config, json)?,
+        Command::Server(ServerCommand::Start { restart }) => server::start(&config()?, restart)?,
+        Command::Server(ServerCommand::Stop) => server::stop(&config()?)?,
+        Command::Server(ServerCommand::Status { json }) => server::status(&config()?, json)?,
         Command::Server(ServerCommand::Logs(args)) => {
-            server::logs(&config, args.component, args.follow, args.tail)?
+            server::logs(&config()?, args.component, args.follow, args.tail)?
         }
-        Command::Run(args) => return run::run(&config, args.into_request()),
+        Command::Server(ServerCommand::Run(args)) => stigmer_server::serve(args)?,
+        Command::Run(args) => return run::run(&config()?, args.into_request()),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -241,6 +243,20 @@ mod tests {
             (logs.component, logs.follow, logs.tail),
             (Component::AgentRunner, true, 5)
         );
-        assert!(parse(&["server", "logs", "--component", "temporal"]).is_err());
+        let Command::Server(ServerCommand::Logs(logs)) =
+            parse(&["server", "logs", "--component", "temporal"])
+                .unwrap()
+                .command
+        else {
+            panic!("not logs")
+        };
+        assert_eq!(logs.component, Component::Temporal);
+        assert!(parse(&["server", "logs", "--component", "docker"]).is_err());
+        assert!(matches!(
+            parse(&["server", "run", "--data-dir", "/d"])
+                .unwrap()
+                .command,
+            Command::Server(ServerCommand::Run(_))
+        ));
     }
 }

@@ -148,6 +148,29 @@ fn decode_chunked(mut rest: &[u8]) -> Result<Vec<u8>> {
     }
 }
 
+/// `GET` of an `http://host:port/path` URL: Temporal's HTTP API may be on another machine.
+pub fn get_url(url: &str, timeout: Duration) -> Result<Response> {
+    let (authority, path) = split_http_url(url)?;
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
+        .with_context(|| format!("resolving {authority}"))?
+        .next()
+        .with_context(|| format!("{authority} resolves to no address"))?;
+    get(addr, path, timeout)
+}
+
+/// `http://host:port/path` → (`host:port`, `/path`).
+pub fn split_http_url(url: &str) -> Result<(&str, &str)> {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("`{url}` is not an http:// URL"))?;
+    let slash = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(slash);
+    if !authority.contains(':') {
+        bail!("`{url}` names no port");
+    }
+    Ok((authority, if path.is_empty() { "/" } else { path }))
+}
+
 /// `GET /healthz` of a service on this machine's loopback (the server, or the runner through
 /// host networking or its published port): its JSON when it answers 200.
 pub fn healthz(port: u16, timeout: Duration) -> Result<serde_json::Value> {
@@ -208,6 +231,17 @@ mod tests {
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab").is_err());
         assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
         assert!(parse_response(b"garbage\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn http_urls_split_into_authority_and_path() {
+        assert_eq!(
+            split_http_url("http://127.0.0.1:7243/api/v1/x").unwrap(),
+            ("127.0.0.1:7243", "/api/v1/x")
+        );
+        assert_eq!(split_http_url("http://t:1").unwrap(), ("t:1", "/"));
+        assert!(split_http_url("https://t:1/").is_err());
+        assert!(split_http_url("http://t/").is_err());
     }
 
     #[test]

@@ -65,6 +65,20 @@ impl DataDir {
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")
     }
+
+    /// The log of a managed process: `logs/<component>.log`.
+    pub fn log_file(&self, component: &str) -> PathBuf {
+        self.logs_dir().join(format!("{component}.log"))
+    }
+
+    pub fn temporal_pid_file(&self) -> PathBuf {
+        self.root.join("temporal.pid")
+    }
+
+    /// The managed Temporal dev server's state, one SQLite file.
+    pub fn temporal_database(&self) -> PathBuf {
+        self.root.join("temporal.db")
+    }
 }
 
 /// Writes a file of ours through a temporary file and a rename, so that a reader (or a

@@ -16,6 +16,7 @@ pub const DEFAULT_IMAGE: &str = "stigmer-agent-runner:local";
 pub const DEFAULT_CONTAINER_NAME: &str = "stigmer-agent-runner";
 pub const DEFAULT_HEALTH_PORT: u16 = 7235;
 pub const DEFAULT_BACKEND_ENDPOINT: &str = "localhost:7234";
+pub const DEFAULT_TEMPORAL_ADDRESS: &str = "localhost:7233";
 pub const TASK_QUEUE: &str = "agent_execution_runner";
 
 /// Set at run time (never baked into the image): only containers carrying it are ours.
@@ -69,6 +70,9 @@ pub struct RunnerSettings {
     pub container_name: String,
     pub health_port: u16,
     pub backend_endpoint: String,
+    /// The Temporal frontend the worker polls (`host:port` as the host sees it).
+    pub temporal_address: String,
+    pub temporal_namespace: String,
     pub log_level: String,
     /// Settings of the pr-reviewer's optional Ollama model, passed through when set.
     pub passthrough: Vec<(String, String)>,
@@ -127,6 +131,8 @@ impl Default for RunnerSettings {
             container_name: DEFAULT_CONTAINER_NAME.to_string(),
             health_port: DEFAULT_HEALTH_PORT,
             backend_endpoint: DEFAULT_BACKEND_ENDPOINT.to_string(),
+            temporal_address: DEFAULT_TEMPORAL_ADDRESS.to_string(),
+            temporal_namespace: crate::temporal::DEFAULT_NAMESPACE.to_string(),
             log_level: "INFO".to_string(),
             passthrough: Vec::new(),
             secrets: Vec::new(),
@@ -264,6 +270,11 @@ impl ContainerSpec {
                 "STIGMER_BACKEND_ENDPOINT",
                 from_container(&settings.backend_endpoint),
             ),
+            (
+                "TEMPORAL_SERVICE_ADDRESS",
+                from_container(&settings.temporal_address),
+            ),
+            ("TEMPORAL_NAMESPACE", settings.temporal_namespace.clone()),
             ("STIGMER_TASK_QUEUE", TASK_QUEUE.to_string()),
             ("SANDBOX_TYPE", "filesystem".to_string()),
             ("WORKSPACE_ROOT", "/workspace".to_string()),
@@ -469,6 +480,10 @@ mod tests {
             "--env",
             "STIGMER_BACKEND_ENDPOINT=localhost:7234",
             "--env",
+            "TEMPORAL_SERVICE_ADDRESS=localhost:7233",
+            "--env",
+            "TEMPORAL_NAMESPACE=default",
+            "--env",
             "STIGMER_TASK_QUEUE=agent_execution_runner",
             "--env",
             "SANDBOX_TYPE=filesystem",
@@ -561,6 +576,7 @@ mod tests {
         assert!(!args.contains(&"host".to_string()));
         for expected in [
             "STIGMER_BACKEND_ENDPOINT=host.docker.internal:7234",
+            "TEMPORAL_SERVICE_ADDRESS=host.docker.internal:7233",
             "OLLAMA_BASE_URL=http://host.docker.internal:11434",
             "STIGMER_RUNNER_BIND_HOST=0.0.0.0",
         ] {

@@ -1,22 +1,21 @@
 //! The HTTP edge: the axum router, one handler per route, request validation, and the mapping
 //! of every failure (axum's body and query rejections included) to the `{"error": "..."}` shape.
-//! Handlers translate between JSON and the `queue` methods; they hold no state of their own.
+//! Handlers translate between JSON and the `executions` methods; they hold no state of their own.
 //!
-//! The contract below is shared with the Python agent-runner and the `stigmer` CLI, copied
-//! verbatim from the project's API brief:
+//! The contract, shared by the server, the Python agent-runner and the `stigmer` CLI:
 //!
 //! ```text
-//! ## The stigmer-server HTTP API (contract shared by the server, the Python runner and the CLI)
-//!
 //! All JSON, HTTP/1.1, on 127.0.0.1:7234 (loopback only). Errors: non-2xx with body {"error": "<human message>"}.
 //! Request bodies larger than 1 MiB -> 413; malformed JSON or missing/invalid fields -> 400; unknown execution -> 404.
 //!
 //! Health
-//! - GET /healthz -> 200 {"status":"ok","version":"0.1.0"}
+//! - GET /healthz -> 200 {"status":"ok","version":"0.1.0","temporal":{"http":"http://127.0.0.1:7243","namespace":"default","task_queue":"agent_execution_runner"}}
 //!
 //! Clients (the `stigmer` CLI)
 //! - POST /v1/executions  body {"agent": "echo", "input": "hello"}   (agent: 1..=64 chars [a-z0-9-]; input: string, may be "")
-//!   -> 201 {"id": "exec-<26 lowercase base32/hex chars>", "agent": "echo", "status": "queued"}
+//!   -> 201 {"id": "exec-<26 lowercase base36 chars>", "agent": "echo", "status": "queued"}
+//!   The execution is stored, then started as the Temporal workflow `ExecuteAgent` whose ID is the execution ID,
+//!   on task queue `agent_execution_runner`.
 //! - GET /v1/executions/{id}
 //!   -> 200 {"id","agent","input","status","result","error","attempts","created_at","updated_at"}
 //!      status is one of "queued" | "running" | "succeeded" | "failed"; result/error are string or null; times RFC 3339 UTC.
@@ -26,25 +25,14 @@
 //!      Returns at once if events with seq > N exist or the execution is done; otherwise waits up to S seconds for one.
 //!      "done" is true when status is succeeded or failed; the final event is kind "result" (succeeded) or "error" (failed).
 //!
-//! Runners (the Python agent-runner)
-//! - POST /v1/task-queues/{queue}/poll  body {"runner_id": "<string>", "wait_seconds": 20}   (queue is "agent_execution_runner"; wait 0..=30)
-//!   -> 200 {"execution_id","agent","input","lease_id","lease_seconds","attempt"}  when a task is handed out
-//!   -> 204 (no body) when none arrived within wait_seconds
-//!   A handed-out task is leased for lease_seconds (default 30). If the lease expires without completion, the task goes
-//!   back to the queue (status back to "queued", attempts +1, an event kind "status" says so).
-//! - POST /v1/executions/{id}/events  body {"lease_id": "...", "kind": "progress", "message": "..."}
-//!   -> 204; also renews the lease (heartbeat). Wrong/expired lease -> 409 {"error": "lease ... is not current"}.
-//! - POST /v1/executions/{id}/heartbeat body {"lease_id": "..."} -> 204 (renews lease) | 409
-//! - POST /v1/executions/{id}/complete  body {"lease_id": "...", "status": "succeeded"|"failed", "result": "..."|null, "error": "..."|null}
-//!   -> 204 | 409 (stale lease) ; completing is idempotent for the same lease and status.
+//! Runners (the Python agent-runner's activity, best effort)
+//! - POST /v1/executions/{id}/events  body {"kind": "status"|"progress", "message": "..."}
+//!   -> 204; a "status" event means the runner started the agent: status becomes "running", attempts +1.
+//!   -> 404 unknown execution; 409 when the execution already finished.
+//! How an execution ends is Temporal's word: the server reads the workflow's close event.
 //! Everything accepted is stored in SQLite before the response is sent, so nothing accepted is lost when the server
-//! is SIGKILLed; on start, executions left "running" whose lease is gone are requeued.
+//! is SIGKILLed; on start, the workflows of unfinished executions are watched again.
 //! ```
-//!
-//! Interpretations where the contract is silent: `attempts` counts hand-outs (a task's first
-//! poll makes it 1, and the `attempt` a runner receives is that count), so a requeue after an
-//! expired lease leaves it one higher than before the task was first handed out; every
-//! execution's first event is `status` `"queued"`, and each hand-out adds a `status` event.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,17 +50,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::clock::rfc3339_from_unix_millis;
+use crate::executions::Executions;
 use crate::log::{error, info};
-use crate::queue::{Queue, QUEUE_NAME};
-use crate::store::{Event, EventKind, Execution, FinalStatus, LeaseOutcome};
+use crate::store::{Event, EventKind, Execution, RunnerEventOutcome};
 
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 const MAX_INPUT_BYTES: usize = 512 * 1024;
 const MAX_AGENT_NAME_CHARS: usize = 64;
 const MAX_WAIT_SECONDS: u64 = 30;
-const MAX_RUNNER_ID_CHARS: usize = 256;
 
-pub fn router(queue: Arc<Queue>) -> Router {
+pub fn router(executions: Arc<Executions>) -> Router {
     Router::new()
         .route("/healthz", get(health))
         .route("/v1/executions", post(create_execution))
@@ -81,14 +68,11 @@ pub fn router(queue: Arc<Queue>) -> Router {
             "/v1/executions/{id}/events",
             get(list_events).post(append_runner_event),
         )
-        .route("/v1/executions/{id}/heartbeat", post(heartbeat))
-        .route("/v1/executions/{id}/complete", post(complete))
-        .route("/v1/task-queues/{queue}/poll", post(poll_task))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(log_request))
-        .with_state(queue)
+        .with_state(executions)
 }
 
 /// A failed request: its status and the message placed in `{"error": "..."}`.
@@ -182,41 +166,17 @@ fn validate_wait_seconds(wait_seconds: Option<u64>) -> Result<Duration, ApiError
     }
 }
 
-fn require_non_empty(field: &str, value: &str) -> Result<(), ApiError> {
-    if value.is_empty() {
-        Err(ApiError::bad_request(format!("{field} must not be empty")))
-    } else {
-        Ok(())
-    }
-}
-
-fn lease_outcome(
-    outcome: LeaseOutcome,
-    execution_id: &str,
-    lease_id: &str,
-) -> Result<StatusCode, ApiError> {
-    match outcome {
-        LeaseOutcome::Accepted => Ok(StatusCode::NO_CONTENT),
-        LeaseOutcome::UnknownExecution => Err(ApiError::unknown_execution(execution_id)),
-        LeaseOutcome::LeaseNotCurrent => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "lease {lease_id} is not current for execution {execution_id} \
-                 (it expired or the task was handed to another runner)"
-            ),
-        )),
-        LeaseOutcome::AlreadyFinished(status) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "execution {execution_id} already finished with status {}",
-                status.as_str()
-            ),
-        )),
-    }
-}
-
-async fn health() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+async fn health(State(executions): State<Arc<Executions>>) -> Json<serde_json::Value> {
+    let target = executions.temporal().target();
+    Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "temporal": {
+            "http": target.http_base,
+            "namespace": target.namespace,
+            "task_queue": target.task_queue,
+        },
+    }))
 }
 
 #[derive(Deserialize)]
@@ -233,7 +193,7 @@ struct CreatedExecution {
 }
 
 async fn create_execution(
-    State(queue): State<Arc<Queue>>,
+    State(executions): State<Arc<Executions>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<CreatedExecution>), ApiError> {
     let request: CreateExecutionRequest = parse_json_body(body)?;
@@ -244,7 +204,7 @@ async fn create_execution(
             request.input.len()
         )));
     }
-    let execution = queue.create_execution(request.agent, request.input).await?;
+    let execution = executions.create(request.agent, request.input).await?;
     info!("created {} for agent {}", execution.id, execution.agent);
     Ok((
         StatusCode::CREATED,
@@ -286,10 +246,10 @@ impl From<Execution> for ExecutionView {
 }
 
 async fn get_execution(
-    State(queue): State<Arc<Queue>>,
+    State(executions): State<Arc<Executions>>,
     Path(id): Path<String>,
 ) -> Result<Json<ExecutionView>, ApiError> {
-    match queue.execution(id.clone()).await? {
+    match executions.execution(id.clone()).await? {
         Some(execution) => Ok(Json(execution.into())),
         None => Err(ApiError::unknown_execution(&id)),
     }
@@ -328,7 +288,7 @@ struct EventsView {
 }
 
 async fn list_events(
-    State(queue): State<Arc<Queue>>,
+    State(executions): State<Arc<Executions>>,
     Path(id): Path<String>,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Json<EventsView>, ApiError> {
@@ -340,7 +300,7 @@ async fn list_events(
         )));
     }
     let wait = validate_wait_seconds(query.wait_seconds)?;
-    let Some((events, status)) = queue.events_after(id.clone(), after, wait).await? else {
+    let Some((events, status)) = executions.events_after(id.clone(), after, wait).await? else {
         return Err(ApiError::unknown_execution(&id));
     };
     Ok(Json(EventsView {
@@ -351,73 +311,17 @@ async fn list_events(
 }
 
 #[derive(Deserialize)]
-struct PollRequest {
-    runner_id: String,
-    wait_seconds: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct TaskView {
-    execution_id: String,
-    agent: String,
-    input: String,
-    lease_id: String,
-    lease_seconds: u64,
-    attempt: i64,
-}
-
-async fn poll_task(
-    State(queue): State<Arc<Queue>>,
-    Path(queue_name): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    if queue_name != QUEUE_NAME {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("unknown task queue {queue_name:?}; the only queue is {QUEUE_NAME:?}"),
-        ));
-    }
-    let request: PollRequest = parse_json_body(body)?;
-    require_non_empty("runner_id", &request.runner_id)?;
-    if request.runner_id.chars().count() > MAX_RUNNER_ID_CHARS {
-        return Err(ApiError::bad_request(format!(
-            "runner_id is longer than {MAX_RUNNER_ID_CHARS} characters"
-        )));
-    }
-    let wait = validate_wait_seconds(request.wait_seconds)?;
-    let runner_id = request.runner_id;
-    let Some(task) = queue.poll_task(runner_id.clone(), wait).await? else {
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    };
-    info!(
-        "handed {} to runner {runner_id} (attempt {})",
-        task.execution_id, task.attempt
-    );
-    Ok(Json(TaskView {
-        execution_id: task.execution_id,
-        agent: task.agent,
-        input: task.input,
-        lease_id: task.lease_id,
-        lease_seconds: queue.lease_duration().as_secs(),
-        attempt: task.attempt,
-    })
-    .into_response())
-}
-
-#[derive(Deserialize)]
 struct RunnerEventRequest {
-    lease_id: String,
     kind: String,
     message: String,
 }
 
 async fn append_runner_event(
-    State(queue): State<Arc<Queue>>,
+    State(executions): State<Arc<Executions>>,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let request: RunnerEventRequest = parse_json_body(body)?;
-    require_non_empty("lease_id", &request.lease_id)?;
     let kind = match request.kind.as_str() {
         "progress" => EventKind::Progress,
         "status" => EventKind::Status,
@@ -427,66 +331,20 @@ async fn append_runner_event(
             )))
         }
     };
-    let outcome = queue
-        .append_runner_event(id.clone(), request.lease_id.clone(), kind, request.message)
-        .await?;
-    lease_outcome(outcome, &id, &request.lease_id)
-}
-
-#[derive(Deserialize)]
-struct HeartbeatRequest {
-    lease_id: String,
-}
-
-async fn heartbeat(
-    State(queue): State<Arc<Queue>>,
-    Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<StatusCode, ApiError> {
-    let request: HeartbeatRequest = parse_json_body(body)?;
-    require_non_empty("lease_id", &request.lease_id)?;
-    let outcome = queue
-        .heartbeat(id.clone(), request.lease_id.clone())
-        .await?;
-    lease_outcome(outcome, &id, &request.lease_id)
-}
-
-#[derive(Deserialize)]
-struct CompleteRequest {
-    lease_id: String,
-    status: String,
-    result: Option<String>,
-    error: Option<String>,
-}
-
-async fn complete(
-    State(queue): State<Arc<Queue>>,
-    Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<StatusCode, ApiError> {
-    let request: CompleteRequest = parse_json_body(body)?;
-    require_non_empty("lease_id", &request.lease_id)?;
-    let status = match request.status.as_str() {
-        "succeeded" => FinalStatus::Succeeded,
-        "failed" => FinalStatus::Failed,
-        other => {
-            return Err(ApiError::bad_request(format!(
-                "status must be \"succeeded\" or \"failed\", got {other:?}"
-            )))
-        }
-    };
-    let outcome = queue
-        .complete(
-            id.clone(),
-            request.lease_id.clone(),
-            status,
-            request.result.clone(),
-            request.error.clone(),
-        )
-        .await?;
-    let response = lease_outcome(outcome, &id, &request.lease_id)?;
-    info!("{id} finished: {}", request.status);
-    Ok(response)
+    match executions
+        .append_runner_event(id.clone(), kind, request.message)
+        .await?
+    {
+        RunnerEventOutcome::Accepted => Ok(StatusCode::NO_CONTENT),
+        RunnerEventOutcome::UnknownExecution => Err(ApiError::unknown_execution(&id)),
+        RunnerEventOutcome::AlreadyFinished(status) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "execution {id} already finished with status {}",
+                status.as_str()
+            ),
+        )),
+    }
 }
 
 async fn unknown_route(request: Request) -> ApiError {

@@ -1,4 +1,4 @@
-//! Identifiers handed out by the server: a prefix (`exec-`, `lease-`) followed by 26 random
+//! Identifiers handed out by the server: the prefix `exec-` followed by 26 random
 //! lowercase alphanumerics drawn from the operating system's random source, so that IDs are
 //! unguessable and never collide in practice (26 symbols of base 36 carry about 134 bits).
 
@@ -9,10 +9,6 @@ const RANDOM_SYMBOLS: usize = 26;
 
 pub fn execution_id() -> Result<String> {
     random_id("exec-")
-}
-
-pub fn lease_id() -> Result<String> {
-    random_id("lease-")
 }
 
 fn random_id(prefix: &str) -> Result<String> {
@@ -48,7 +44,6 @@ mod tests {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
         assert_ne!(execution_id()?, execution_id()?);
-        assert!(lease_id()?.starts_with("lease-"));
         Ok(())
     }
 }

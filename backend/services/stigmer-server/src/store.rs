@@ -1,9 +1,9 @@
 //! The SQLite store: every SQL statement of the server lives here. Executions are rows of
-//! `executions`; the task queue is simply the executions whose status is `queued`, oldest first;
-//! progress is the append-only `events` table, numbered per execution by `seq`. Functions take a
-//! `&Connection` (or `&mut` when they need a transaction) and the current time in Unix
-//! milliseconds, so tests drive the clock and need no sleeping. Times are stored as Unix
-//! milliseconds and rendered as RFC 3339 only at the HTTP edge.
+//! `executions`; progress is the append-only `events` table, numbered per execution by `seq`.
+//! Temporal runs the executions (see `executions`); this is the server's own record of them,
+//! kept for `stigmer run` and status. Functions take a `&Connection` (or `&mut` when they need
+//! a transaction) and the current time in Unix milliseconds, so tests drive the clock. Times
+//! are stored as Unix milliseconds and rendered as RFC 3339 only at the HTTP edge.
 
 use std::path::Path;
 
@@ -12,7 +12,7 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 /// Bumped whenever `migrate` learns a new step; stored in SQLite's `user_version` pragma.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE executions (
@@ -40,9 +40,20 @@ CREATE TABLE events (
 ) WITHOUT ROWID;
 ";
 
+/// Version 2: Temporal holds the task queue, so the lease columns of our own queue go.
+/// Executions a version-1 server left queued or running are started as workflows on the next
+/// start (see `executions::Executions::resume`).
+const SCHEMA_V2: &str = "
+ALTER TABLE executions DROP COLUMN lease_id;
+ALTER TABLE executions DROP COLUMN lease_expires_at;
+ALTER TABLE executions DROP COLUMN runner_id;
+";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExecutionStatus {
+    /// Recorded, its workflow started (or being started) but no runner has picked it up yet.
     Queued,
+    /// A runner reported that it runs the agent.
     Running,
     Succeeded,
     Failed,
@@ -115,20 +126,11 @@ macro_rules! from_sql_via_parse {
 from_sql_via_parse!(ExecutionStatus);
 from_sql_via_parse!(EventKind);
 
-/// The two ways a runner may finish an execution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinalStatus {
-    Succeeded,
-    Failed,
-}
-
-impl FinalStatus {
-    fn execution_status(self) -> ExecutionStatus {
-        match self {
-            Self::Succeeded => ExecutionStatus::Succeeded,
-            Self::Failed => ExecutionStatus::Failed,
-        }
-    }
+/// How an execution ended, as its workflow's close event says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded { result: String },
+    Failed { error: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,10 +141,8 @@ pub struct Execution {
     pub status: ExecutionStatus,
     pub result: Option<String>,
     pub error: Option<String>,
+    /// How many times a runner started the agent (Temporal's activity attempts).
     pub attempts: i64,
-    pub lease_id: Option<String>,
-    pub lease_expires_at: Option<i64>,
-    pub runner_id: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -155,24 +155,11 @@ pub struct Event {
     pub at: i64,
 }
 
-/// An execution handed to a runner under a lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Task {
-    pub execution_id: String,
-    pub agent: String,
-    pub input: String,
-    pub lease_id: String,
-    pub attempt: i64,
-}
-
-/// What became of a runner's request made under a lease.
+/// What became of an event a runner reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaseOutcome {
+pub enum RunnerEventOutcome {
     Accepted,
     UnknownExecution,
-    /// The lease is not the execution's current one, or it has expired.
-    LeaseNotCurrent,
-    /// Completing again under the same lease but with another status.
     AlreadyFinished(ExecutionStatus),
 }
 
@@ -215,20 +202,22 @@ fn migrate(conn: &Connection) -> Result<()> {
     if version > SCHEMA_VERSION {
         bail!(
             "the database has schema version {version}, newer than this server knows \
-             ({SCHEMA_VERSION}); upgrade stigmer-server or move the data directory aside"
+             ({SCHEMA_VERSION}); upgrade stigmer or move the data directory aside"
         );
     }
-    if version < 1 {
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {SCHEMA_V1} PRAGMA user_version = 1; COMMIT;"
-        ))
-        .context("create the schema (version 1)")?;
+    for (step, sql) in [(1, SCHEMA_V1), (2, SCHEMA_V2)] {
+        if version < step {
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {sql} PRAGMA user_version = {step}; COMMIT;"
+            ))
+            .with_context(|| format!("bring the schema to version {step}"))?;
+        }
     }
     Ok(())
 }
 
-const EXECUTION_COLUMNS: &str = "id, agent, input, status, result, error, attempts, lease_id, \
-     lease_expires_at, runner_id, created_at, updated_at";
+const EXECUTION_COLUMNS: &str =
+    "id, agent, input, status, result, error, attempts, created_at, updated_at";
 
 fn execution_from_row(row: &Row<'_>) -> rusqlite::Result<Execution> {
     Ok(Execution {
@@ -239,11 +228,8 @@ fn execution_from_row(row: &Row<'_>) -> rusqlite::Result<Execution> {
         result: row.get(4)?,
         error: row.get(5)?,
         attempts: row.get(6)?,
-        lease_id: row.get(7)?,
-        lease_expires_at: row.get(8)?,
-        runner_id: row.get(9)?,
-        created_at: row.get(10)?,
-        updated_at: row.get(11)?,
+        created_at: row.get(7)?,
+        updated_at: row.get(8)?,
     })
 }
 
@@ -279,251 +265,109 @@ pub fn get_execution(conn: &Connection, id: &str) -> Result<Option<Execution>> {
     .context("read the execution")
 }
 
-/// Hands the oldest queued execution to `runner_id` under `lease_id` until `lease_expires_at`.
-pub fn claim_oldest_queued(
-    conn: &mut Connection,
-    runner_id: &str,
-    lease_id: &str,
-    lease_expires_at: i64,
-    now: i64,
-) -> Result<Option<Task>> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .context("begin the claim transaction")?;
-    let oldest: Option<(String, String, String, i64)> = tx
-        .query_row(
-            "SELECT id, agent, input, attempts FROM executions
-             WHERE status = 'queued' ORDER BY created_at, rowid LIMIT 1",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
-        )
-        .optional()
-        .context("find the oldest queued execution")?;
-    let Some((execution_id, agent, input, attempts)) = oldest else {
-        return Ok(None);
-    };
-    let attempt = attempts + 1;
-    tx.execute(
-        "UPDATE executions SET status = 'running', attempts = ?2, lease_id = ?3,
-             lease_expires_at = ?4, runner_id = ?5, updated_at = ?6
-         WHERE id = ?1",
-        params![
-            execution_id,
-            attempt,
-            lease_id,
-            lease_expires_at,
-            runner_id,
-            now
-        ],
-    )
-    .context("lease the execution")?;
-    append_event(
-        &tx,
-        &execution_id,
-        EventKind::Status,
-        &format!("running on runner {runner_id} (attempt {attempt})"),
-        now,
-    )?;
-    tx.commit().context("commit the claim")?;
-    Ok(Some(Task {
-        execution_id,
-        agent,
-        input,
-        lease_id: lease_id.to_owned(),
-        attempt,
-    }))
+/// Executions not yet finished, oldest first: their workflows are watched again after a restart.
+pub fn unfinished_executions(conn: &Connection) -> Result<Vec<Execution>> {
+    let mut statement = conn
+        .prepare(&format!(
+            "SELECT {EXECUTION_COLUMNS} FROM executions
+             WHERE status IN ('queued', 'running') ORDER BY created_at, rowid"
+        ))
+        .context("prepare the unfinished-executions query")?;
+    let rows = statement
+        .query_map([], execution_from_row)
+        .context("find unfinished executions")?;
+    rows.collect::<rusqlite::Result<_>>()
+        .context("read unfinished executions")
 }
 
-/// Puts every running execution whose lease expired at or before `now` back in the queue, with
-/// a `status` event saying so. Returns the IDs requeued. Run every second and once at start.
-pub fn requeue_expired_leases(conn: &mut Connection, now: i64) -> Result<Vec<String>> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .context("begin the requeue transaction")?;
-    let expired: Vec<(String, Option<String>, i64)> = {
-        let mut statement = tx
-            .prepare(
-                "SELECT id, runner_id, attempts FROM executions
-                 WHERE status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at <= ?1)",
-            )
-            .context("prepare the expired-lease query")?;
-        let rows = statement
-            .query_map([now], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-            .context("find expired leases")?;
-        rows.collect::<rusqlite::Result<_>>()
-            .context("read expired leases")?
-    };
-    for (id, runner_id, attempts) in &expired {
-        tx.execute(
-            "UPDATE executions SET status = 'queued', lease_id = NULL, lease_expires_at = NULL,
-                 runner_id = NULL, updated_at = ?2
-             WHERE id = ?1",
-            params![id, now],
-        )
-        .context("requeue an execution")?;
-        let runner = runner_id.as_deref().unwrap_or("unknown");
-        append_event(
-            &tx,
-            id,
-            EventKind::Status,
-            &format!("lease of runner {runner} expired on attempt {attempts}; queued again"),
-            now,
-        )?;
-    }
-    tx.commit().context("commit the requeue")?;
-    Ok(expired.into_iter().map(|(id, _, _)| id).collect())
-}
-
-/// Whether `lease_id` is the current, unexpired lease of a running execution.
-fn check_lease(
-    conn: &Connection,
-    execution_id: &str,
-    lease_id: &str,
-    now: i64,
-) -> Result<LeaseOutcome> {
-    let row: Option<(ExecutionStatus, Option<String>, Option<i64>)> = conn
-        .query_row(
-            "SELECT status, lease_id, lease_expires_at FROM executions WHERE id = ?1",
-            [execution_id],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-        )
-        .optional()
-        .context("read the execution's lease")?;
-    let Some((status, current_lease, expires_at)) = row else {
-        return Ok(LeaseOutcome::UnknownExecution);
-    };
-    let current = status == ExecutionStatus::Running
-        && current_lease.as_deref() == Some(lease_id)
-        && expires_at.is_some_and(|expires_at| expires_at > now);
-    Ok(if current {
-        LeaseOutcome::Accepted
-    } else {
-        LeaseOutcome::LeaseNotCurrent
-    })
-}
-
-/// A runner's progress or status message; also renews the lease (it doubles as a heartbeat).
+/// Records an event a runner reported. A `status` event means the runner started the agent:
+/// the execution becomes `running` and its attempt count grows.
 pub fn append_runner_event(
     conn: &mut Connection,
     execution_id: &str,
-    lease_id: &str,
     kind: EventKind,
     message: &str,
-    lease_expires_at: i64,
     now: i64,
-) -> Result<LeaseOutcome> {
-    renew_lease_with(
-        conn,
-        execution_id,
-        lease_id,
-        lease_expires_at,
-        now,
-        Some((kind, message)),
-    )
-}
-
-pub fn renew_lease(
-    conn: &mut Connection,
-    execution_id: &str,
-    lease_id: &str,
-    lease_expires_at: i64,
-    now: i64,
-) -> Result<LeaseOutcome> {
-    renew_lease_with(conn, execution_id, lease_id, lease_expires_at, now, None)
-}
-
-/// Renews a current lease and records `event` with it, in one transaction.
-fn renew_lease_with(
-    conn: &mut Connection,
-    execution_id: &str,
-    lease_id: &str,
-    lease_expires_at: i64,
-    now: i64,
-    event: Option<(EventKind, &str)>,
-) -> Result<LeaseOutcome> {
+) -> Result<RunnerEventOutcome> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
-        .context("begin the lease transaction")?;
-    let outcome = check_lease(&tx, execution_id, lease_id, now)?;
-    if outcome == LeaseOutcome::Accepted {
-        renew(&tx, execution_id, lease_expires_at, now)?;
-        if let Some((kind, message)) = event {
-            append_event(&tx, execution_id, kind, message, now)?;
-        }
-        tx.commit().context("commit the lease renewal")?;
-    }
-    Ok(outcome)
-}
-
-fn renew(conn: &Connection, execution_id: &str, lease_expires_at: i64, now: i64) -> Result<()> {
-    conn.execute(
-        "UPDATE executions SET lease_expires_at = ?2, updated_at = ?3 WHERE id = ?1",
-        params![execution_id, lease_expires_at, now],
-    )
-    .context("renew the lease")?;
-    Ok(())
-}
-
-/// Finishes an execution under its current lease and appends the final `result` or `error`
-/// event. Completing again under the same lease with the same status is accepted and changes
-/// nothing, so a runner may retry a completion whose response it never saw.
-pub fn complete_execution(
-    conn: &mut Connection,
-    execution_id: &str,
-    lease_id: &str,
-    status: FinalStatus,
-    result: Option<&str>,
-    error: Option<&str>,
-    now: i64,
-) -> Result<LeaseOutcome> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .context("begin the completion transaction")?;
-    let row: Option<(ExecutionStatus, Option<String>)> = tx
+        .context("begin the runner-event transaction")?;
+    let status: Option<ExecutionStatus> = tx
         .query_row(
-            "SELECT status, lease_id FROM executions WHERE id = ?1",
+            "SELECT status FROM executions WHERE id = ?1",
             [execution_id],
-            |row| Ok((row.get(0)?, row.get(1)?)),
+            |row| row.get(0),
         )
         .optional()
-        .context("read the execution")?;
-    let Some((current_status, current_lease)) = row else {
-        return Ok(LeaseOutcome::UnknownExecution);
-    };
-    if current_status.is_done() {
-        // The lease ID is kept on a finished execution precisely for this check.
-        return Ok(if current_lease.as_deref() != Some(lease_id) {
-            LeaseOutcome::LeaseNotCurrent
-        } else if current_status == status.execution_status() {
-            LeaseOutcome::Accepted
-        } else {
-            LeaseOutcome::AlreadyFinished(current_status)
-        });
+        .context("read the execution's status")?;
+    match status {
+        None => return Ok(RunnerEventOutcome::UnknownExecution),
+        Some(status) if status.is_done() => return Ok(RunnerEventOutcome::AlreadyFinished(status)),
+        Some(_) => {}
     }
-    let outcome = check_lease(&tx, execution_id, lease_id, now)?;
-    if outcome != LeaseOutcome::Accepted {
-        return Ok(outcome);
+    if kind == EventKind::Status {
+        tx.execute(
+            "UPDATE executions SET status = 'running', attempts = attempts + 1, updated_at = ?2
+             WHERE id = ?1",
+            params![execution_id, now],
+        )
+        .context("mark the execution running")?;
     }
-    tx.execute(
-        "UPDATE executions SET status = ?2, result = ?3, error = ?4, lease_expires_at = NULL,
-             updated_at = ?5
-         WHERE id = ?1",
-        params![
-            execution_id,
-            status.execution_status().as_str(),
-            result,
-            error,
-            now
-        ],
-    )
-    .context("record the completion")?;
-    let (kind, message) = match status {
-        FinalStatus::Succeeded => (EventKind::Result, result.unwrap_or("")),
-        FinalStatus::Failed => (EventKind::Error, error.unwrap_or("failed")),
-    };
     append_event(&tx, execution_id, kind, message, now)?;
-    tx.commit().context("commit the completion")?;
-    Ok(LeaseOutcome::Accepted)
+    tx.commit().context("commit the runner event")?;
+    Ok(RunnerEventOutcome::Accepted)
+}
+
+/// Appends a `status` event of the server's own (Temporal unreachable, for example).
+pub fn append_status_event(
+    conn: &Connection,
+    execution_id: &str,
+    message: &str,
+    now: i64,
+) -> Result<()> {
+    append_event(conn, execution_id, EventKind::Status, message, now).map(|_| ())
+}
+
+/// Records how an execution ended and its final event; `false` when it had already ended
+/// (a second watcher, or a restart that saw the same close event), which changes nothing.
+pub fn finish_execution(
+    conn: &mut Connection,
+    execution_id: &str,
+    outcome: &Outcome,
+    now: i64,
+) -> Result<bool> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .context("begin the finish transaction")?;
+    let (status, result, error, kind, message) = match outcome {
+        Outcome::Succeeded { result } => (
+            ExecutionStatus::Succeeded,
+            Some(result.as_str()),
+            None,
+            EventKind::Result,
+            result.as_str(),
+        ),
+        Outcome::Failed { error } => (
+            ExecutionStatus::Failed,
+            None,
+            Some(error.as_str()),
+            EventKind::Error,
+            error.as_str(),
+        ),
+    };
+    let changed = tx
+        .execute(
+            "UPDATE executions SET status = ?2, result = ?3, error = ?4, updated_at = ?5
+             WHERE id = ?1 AND status IN ('queued', 'running')",
+            params![execution_id, status.as_str(), result, error, now],
+        )
+        .context("record how the execution ended")?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    append_event(&tx, execution_id, kind, message, now)?;
+    tx.commit().context("commit the end of the execution")?;
+    Ok(true)
 }
 
 fn append_event(
@@ -546,9 +390,6 @@ fn append_event(
     Ok(seq)
 }
 
-/// The events of an execution with `seq > after`, in order, and the execution's status; `None`
-/// when the execution does not exist. Both come from one read transaction, so a caller that sees
-/// a finished status also sees the final event.
 pub fn events_after(
     conn: &mut Connection,
     execution_id: &str,
@@ -592,8 +433,6 @@ pub fn events_after(
 mod tests {
     use super::*;
 
-    const LEASE_MILLIS: i64 = 30_000;
-
     fn kinds_and_messages(events: &[Event]) -> Vec<(EventKind, &str)> {
         events
             .iter()
@@ -614,233 +453,124 @@ mod tests {
     }
 
     #[test]
-    fn poll_hands_out_the_oldest_first_and_each_once() -> Result<()> {
+    fn runner_status_events_count_attempts_and_mark_running() -> Result<()> {
         let mut conn = open_in_memory()?;
-        create_execution(&mut conn, "exec-second", "echo", "2", 2_000)?;
-        create_execution(&mut conn, "exec-first", "echo", "1", 1_000)?;
-        create_execution(&mut conn, "exec-third", "echo", "3", 2_000)?;
-        let mut handed = Vec::new();
-        while let Some(task) = claim_oldest_queued(&mut conn, "r1", "lease", 99_000, 3_000)? {
-            assert_eq!(task.attempt, 1);
-            handed.push(task.execution_id);
+        create_execution(&mut conn, "exec-a", "echo", "hi", 1_000)?;
+        for (attempt, at) in [(1, 2_000), (2, 3_000)] {
+            let message = format!("running (attempt {attempt})");
+            assert_eq!(
+                append_runner_event(&mut conn, "exec-a", EventKind::Status, &message, at)?,
+                RunnerEventOutcome::Accepted
+            );
         }
-        assert_eq!(handed, ["exec-first", "exec-second", "exec-third"]);
-        let running = get_execution(&conn, "exec-first")?.context("exists")?;
-        assert_eq!(running.status, ExecutionStatus::Running);
-        assert_eq!(running.runner_id.as_deref(), Some("r1"));
-        assert_eq!(running.lease_expires_at, Some(99_000));
-        Ok(())
-    }
-
-    #[test]
-    fn expired_lease_requeues_and_the_old_lease_is_refused() -> Result<()> {
-        let mut conn = open_in_memory()?;
-        create_execution(&mut conn, "exec-a", "echo", "hi", 0)?;
-        let first =
-            claim_oldest_queued(&mut conn, "r1", "lease-1", LEASE_MILLIS, 0)?.context("task")?;
-        assert!(requeue_expired_leases(&mut conn, LEASE_MILLIS - 1)?.is_empty());
-        assert_eq!(requeue_expired_leases(&mut conn, LEASE_MILLIS)?, ["exec-a"]);
-        let queued = get_execution(&conn, "exec-a")?.context("exists")?;
-        assert_eq!(queued.status, ExecutionStatus::Queued);
-        assert_eq!(queued.attempts, 1);
-        assert_eq!(queued.lease_id, None);
-
-        let outcome = complete_execution(
-            &mut conn,
-            "exec-a",
-            &first.lease_id,
-            FinalStatus::Succeeded,
-            Some("late"),
-            None,
-            LEASE_MILLIS + 1,
-        )?;
-        assert_eq!(outcome, LeaseOutcome::LeaseNotCurrent);
-
-        let second = claim_oldest_queued(&mut conn, "r2", "lease-2", 2 * LEASE_MILLIS, 40_000)?
-            .context("task handed out again")?;
-        assert_eq!(second.attempt, 2);
+        append_runner_event(&mut conn, "exec-a", EventKind::Progress, "half way", 3_500)?;
+        let execution = get_execution(&conn, "exec-a")?.context("exists")?;
+        assert_eq!(execution.status, ExecutionStatus::Running);
+        assert_eq!(execution.attempts, 2);
+        assert_eq!(execution.updated_at, 3_000);
         assert_eq!(
-            append_runner_event(
-                &mut conn,
-                "exec-a",
-                "lease-1",
-                EventKind::Progress,
-                "stale",
-                99_999,
-                40_001
-            )?,
-            LeaseOutcome::LeaseNotCurrent
+            append_runner_event(&mut conn, "exec-missing", EventKind::Progress, "x", 4_000)?,
+            RunnerEventOutcome::UnknownExecution
         );
         Ok(())
     }
 
     #[test]
-    fn events_and_heartbeats_renew_the_lease() -> Result<()> {
+    fn finishing_is_recorded_once_with_its_final_event() -> Result<()> {
         let mut conn = open_in_memory()?;
-        create_execution(&mut conn, "exec-a", "echo", "hi", 0)?;
-        claim_oldest_queued(&mut conn, "r1", "lease-1", 1_000, 0)?;
-        assert_eq!(
-            renew_lease(&mut conn, "exec-a", "lease-1", 2_000, 900)?,
-            LeaseOutcome::Accepted
-        );
-        assert_eq!(
-            append_runner_event(
-                &mut conn,
-                "exec-a",
-                "lease-1",
-                EventKind::Progress,
-                "p",
-                3_000,
-                1_900
-            )?,
-            LeaseOutcome::Accepted
-        );
-        assert!(requeue_expired_leases(&mut conn, 2_999)?.is_empty());
-        assert_eq!(
-            renew_lease(&mut conn, "exec-a", "lease-1", 9_000, 3_000)?,
-            LeaseOutcome::LeaseNotCurrent,
-            "a lease that has run out is not renewed, even before the sweeper runs"
-        );
-        assert_eq!(
-            renew_lease(&mut conn, "exec-missing", "lease-1", 9_000, 0)?,
-            LeaseOutcome::UnknownExecution
-        );
-        Ok(())
-    }
-
-    #[test]
-    fn complete_is_idempotent_for_the_same_lease_and_status() -> Result<()> {
-        let mut conn = open_in_memory()?;
-        create_execution(&mut conn, "exec-a", "echo", "hi", 0)?;
-        claim_oldest_queued(&mut conn, "r1", "lease-1", LEASE_MILLIS, 0)?;
-        let complete = |conn: &mut Connection, lease: &str, status, now| {
-            complete_execution(conn, "exec-a", lease, status, Some("out"), None, now)
+        create_execution(&mut conn, "exec-a", "echo", "hi", 1_000)?;
+        let done = Outcome::Succeeded {
+            result: "hi".to_owned(),
         };
+        assert!(finish_execution(&mut conn, "exec-a", &done, 2_000)?);
+        // A second watcher, or the same close event seen again after a restart.
+        assert!(!finish_execution(&mut conn, "exec-a", &done, 3_000)?);
+        let failed = Outcome::Failed {
+            error: "late".to_owned(),
+        };
+        assert!(!finish_execution(&mut conn, "exec-a", &failed, 3_000)?);
+        let execution = get_execution(&conn, "exec-a")?.context("exists")?;
+        assert_eq!(execution.status, ExecutionStatus::Succeeded);
+        assert_eq!(execution.result.as_deref(), Some("hi"));
+        assert_eq!(execution.error, None);
+        let (events, status) = events_after(&mut conn, "exec-a", 0)?.context("exists")?;
+        assert_eq!(status, ExecutionStatus::Succeeded);
         assert_eq!(
-            complete(&mut conn, "lease-1", FinalStatus::Succeeded, 10)?,
-            LeaseOutcome::Accepted
-        );
-        // Retried long after the lease would have expired: still the same answer.
-        assert_eq!(
-            complete(
-                &mut conn,
-                "lease-1",
-                FinalStatus::Succeeded,
-                10 * LEASE_MILLIS
-            )?,
-            LeaseOutcome::Accepted
+            kinds_and_messages(&events),
+            [(EventKind::Status, "queued"), (EventKind::Result, "hi")]
         );
         assert_eq!(
-            complete(&mut conn, "lease-1", FinalStatus::Failed, 20)?,
-            LeaseOutcome::AlreadyFinished(ExecutionStatus::Succeeded)
+            append_runner_event(&mut conn, "exec-a", EventKind::Progress, "late", 4_000)?,
+            RunnerEventOutcome::AlreadyFinished(ExecutionStatus::Succeeded)
         );
-        assert_eq!(
-            complete(&mut conn, "lease-other", FinalStatus::Succeeded, 20)?,
-            LeaseOutcome::LeaseNotCurrent
-        );
-        let done = get_execution(&conn, "exec-a")?.context("exists")?;
-        assert_eq!(done.status, ExecutionStatus::Succeeded);
-        assert_eq!(done.result.as_deref(), Some("out"));
-        let (events, _) = events_after(&mut conn, "exec-a", 0)?.context("exists")?;
-        let finals = events
-            .iter()
-            .filter(|e| e.kind == EventKind::Result)
-            .count();
-        assert_eq!(
-            finals, 1,
-            "a repeated completion adds no second result event"
-        );
-        assert!(requeue_expired_leases(&mut conn, 100 * LEASE_MILLIS)?.is_empty());
         Ok(())
     }
 
     #[test]
     fn events_are_numbered_in_order_and_filtered_by_after() -> Result<()> {
         let mut conn = open_in_memory()?;
-        create_execution(&mut conn, "exec-a", "echo", "hi", 0)?;
-        create_execution(&mut conn, "exec-b", "echo", "other", 0)?;
-        claim_oldest_queued(&mut conn, "r1", "lease-1", LEASE_MILLIS, 1)?;
-        for (now, message) in [(2, "one"), (3, "two")] {
-            append_runner_event(
-                &mut conn,
-                "exec-a",
-                "lease-1",
-                EventKind::Progress,
-                message,
-                LEASE_MILLIS,
-                now,
-            )?;
-        }
-        complete_execution(
-            &mut conn,
-            "exec-a",
-            "lease-1",
-            FinalStatus::Failed,
-            None,
-            Some("boom"),
-            4,
-        )?;
-        let (events, status) = events_after(&mut conn, "exec-a", 0)?.context("exists")?;
-        assert_eq!(status, ExecutionStatus::Failed);
+        create_execution(&mut conn, "exec-a", "echo", "hi", 1_000)?;
+        create_execution(&mut conn, "exec-b", "echo", "hi", 1_000)?;
+        append_runner_event(&mut conn, "exec-a", EventKind::Status, "running", 2_000)?;
+        append_runner_event(&mut conn, "exec-a", EventKind::Progress, "one", 2_100)?;
+        append_status_event(&conn, "exec-a", "waiting for Temporal", 2_200)?;
+        let (events, _) = events_after(&mut conn, "exec-a", 0)?.context("exists")?;
         assert_eq!(
-            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
-            [1, 2, 3, 4, 5]
+            events.iter().map(|event| event.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
         );
+        let (later, _) = events_after(&mut conn, "exec-a", 2)?.context("exists")?;
         assert_eq!(
-            kinds_and_messages(&events),
+            kinds_and_messages(&later),
             [
-                (EventKind::Status, "queued"),
-                (EventKind::Status, "running on runner r1 (attempt 1)"),
                 (EventKind::Progress, "one"),
-                (EventKind::Progress, "two"),
-                (EventKind::Error, "boom"),
+                (EventKind::Status, "waiting for Temporal")
             ]
         );
-        let (later, _) = events_after(&mut conn, "exec-a", 3)?.context("exists")?;
-        assert_eq!(later.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
-        let (other, status) = events_after(&mut conn, "exec-b", 0)?.context("exists")?;
-        assert_eq!((other.len(), status), (1, ExecutionStatus::Queued));
+        let (other, _) = events_after(&mut conn, "exec-b", 0)?.context("exists")?;
+        assert_eq!(other.len(), 1, "numbering is per execution");
         assert!(events_after(&mut conn, "exec-missing", 0)?.is_none());
         Ok(())
     }
 
     #[test]
-    fn a_reopened_database_keeps_executions_and_honours_live_leases() -> Result<()> {
-        let dir = std::env::temp_dir().join(format!(
-            "stigmer-store-test-{}-{}",
-            std::process::id(),
-            crate::clock::now_unix_millis()
-        ));
+    fn unfinished_executions_are_found_oldest_first() -> Result<()> {
+        let mut conn = open_in_memory()?;
+        create_execution(&mut conn, "exec-late", "echo", "", 3_000)?;
+        create_execution(&mut conn, "exec-done", "echo", "", 1_000)?;
+        create_execution(&mut conn, "exec-early", "echo", "", 2_000)?;
+        let done = Outcome::Failed {
+            error: "x".to_owned(),
+        };
+        finish_execution(&mut conn, "exec-done", &done, 4_000)?;
+        let ids: Vec<String> = unfinished_executions(&conn)?
+            .into_iter()
+            .map(|execution| execution.id)
+            .collect();
+        assert_eq!(ids, ["exec-early", "exec-late"]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_version_one_database_is_migrated_and_keeps_its_executions() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("stigmer-store-v1-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let path = dir.join("stigmer.db");
         {
-            let mut conn = open(&path)?;
-            create_execution(&mut conn, "exec-running", "echo", "1", 0)?;
-            create_execution(&mut conn, "exec-queued", "echo", "2", 1)?;
-            claim_oldest_queued(&mut conn, "r1", "lease-1", LEASE_MILLIS, 2)?;
-            // Dropped without any shutdown step, as after a crash.
+            let conn = Connection::open(&path)?;
+            conn.execute_batch(&format!(
+                "{SCHEMA_V1} PRAGMA user_version = 1;
+                 INSERT INTO executions (id, agent, input, status, attempts, lease_id,
+                     lease_expires_at, runner_id, created_at, updated_at)
+                 VALUES ('exec-old', 'echo', 'hi', 'running', 1, 'lease-x', 5, 'r', 1, 1);"
+            ))?;
         }
-        let mut conn = open(&path)?;
-        assert!(
-            requeue_expired_leases(&mut conn, LEASE_MILLIS - 1)?.is_empty(),
-            "a lease stored before the restart is honoured until it expires"
-        );
-        assert_eq!(
-            renew_lease(&mut conn, "exec-running", "lease-1", 2 * LEASE_MILLIS, 10)?,
-            LeaseOutcome::Accepted
-        );
-        assert_eq!(
-            requeue_expired_leases(&mut conn, 2 * LEASE_MILLIS)?,
-            ["exec-running"]
-        );
-        let handed = claim_oldest_queued(&mut conn, "r2", "lease-2", 3 * LEASE_MILLIS, 70_000)?
-            .context("task")?;
-        assert_eq!(
-            (handed.execution_id.as_str(), handed.attempt),
-            ("exec-running", 2)
-        );
+        let conn = open(&path)?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
         assert_eq!(version, SCHEMA_VERSION);
+        let unfinished = unfinished_executions(&conn)?;
+        assert_eq!(unfinished.len(), 1);
+        assert_eq!(unfinished[0].status, ExecutionStatus::Running);
         drop(conn);
         std::fs::remove_dir_all(&dir)?;
         Ok(())
@@ -849,9 +579,9 @@ mod tests {
     #[test]
     fn a_newer_schema_is_refused() -> Result<()> {
         let conn = Connection::open_in_memory()?;
-        conn.execute_batch("PRAGMA user_version = 99")?;
-        let error = configure_and_migrate(&conn).expect_err("newer schema refused");
-        assert!(format!("{error:#}").contains("schema version 99"));
+        conn.execute_batch("PRAGMA user_version = 99;")?;
+        let refused = migrate(&conn).expect_err("a newer schema must be refused");
+        assert!(format!("{refused:#}").contains("newer"), "{refused:#}");
         Ok(())
     }
 }

@@ -1,14 +1,14 @@
 //! Everything the local stack's tools (the CLI and `cargo xtask`) take from the environment,
-//! read once: the data directory, the runner's settings, the server's port and where its
-//! binary is.
+//! read once: the data directory, the runner's settings, the server's port, where Temporal is
+//! and where the stack's own tools (the Temporal CLI) are kept.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::path::PathBuf;
 
 use crate::paths::DataDir;
-use crate::server_process::{self, ServerConfig, DEFAULT_SERVER_PORT};
+use crate::server_process::{ServerConfig, DEFAULT_SERVER_PORT};
 use crate::spec::{RunnerSettings, PASSTHROUGH_NAMES, SECRET_NAMES};
+use crate::temporal::TemporalSettings;
 use anyhow::{bail, Context, Result};
 
 #[derive(Debug, Clone)]
@@ -16,12 +16,11 @@ pub struct StackConfig {
     pub data_dir: DataDir,
     pub runner: RunnerSettings,
     pub server_port: u16,
-    /// `STIGMER_SERVER_LEASE_SECONDS`: how long a runner holds a task without a heartbeat
-    /// (the server's default when unset; tests shorten it).
-    pub lease_seconds: Option<u64>,
-    server_bin: Option<OsString>,
-    current_exe: Option<PathBuf>,
-    path_var: Option<OsString>,
+    pub temporal: TemporalSettings,
+    /// `STIGMER_TOOLS_DIR`, else `$XDG_CACHE_HOME/stigmer/tools`, else
+    /// `~/.cache/stigmer/tools`: a cache shared by every data directory, so tests that move
+    /// `STIGMER_HOME` do not download the Temporal CLI again.
+    pub tools_dir: PathBuf,
 }
 
 impl StackConfig {
@@ -42,18 +41,12 @@ impl StackConfig {
                     })
             },
             data_dir,
-            std::env::var_os("STIGMER_SERVER_BIN"),
-            std::env::current_exe().ok(),
-            std::env::var_os("PATH"),
         )
     }
 
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
         data_dir: DataDir,
-        server_bin: Option<OsString>,
-        current_exe: Option<PathBuf>,
-        path_var: Option<OsString>,
     ) -> Result<StackConfig> {
         let server_port = match lookup("STIGMER_SERVER_PORT") {
             None => DEFAULT_SERVER_PORT,
@@ -64,40 +57,51 @@ impl StackConfig {
                 }
             },
         };
-        let lease_seconds = lookup("STIGMER_SERVER_LEASE_SECONDS")
-            .map(|text| {
-                text.trim().parse::<u64>().ok().filter(|s| *s >= 1).with_context(|| {
-                    format!("STIGMER_SERVER_LEASE_SECONDS must be a whole number of seconds, got `{text}`")
-                })
-            })
-            .transpose()?;
+        let temporal = TemporalSettings::from_lookup(&lookup)?;
         let mut runner = RunnerSettings::from_lookup(&lookup)?;
-        // The runner reaches the server over host networking, so it follows the server's port
-        // unless an endpoint was set explicitly.
+        // The runner reaches the server and Temporal over host networking, so it follows their
+        // ports unless an endpoint was set explicitly.
         if lookup("STIGMER_BACKEND_ENDPOINT").is_none() {
             runner.backend_endpoint = format!("localhost:{server_port}");
+        }
+        runner.temporal_address = temporal.frontend_address();
+        runner.temporal_namespace = temporal.namespace.clone();
+        let tools_dir = match (
+            lookup("STIGMER_TOOLS_DIR"),
+            lookup("XDG_CACHE_HOME"),
+            lookup("HOME"),
+        ) {
+            (Some(dir), _, _) => PathBuf::from(dir),
+            (None, Some(cache), _) => PathBuf::from(cache).join("stigmer/tools"),
+            (None, None, Some(home)) => PathBuf::from(home).join(".cache/stigmer/tools"),
+            (None, None, None) => bail!(
+                "neither STIGMER_TOOLS_DIR nor HOME is set: set STIGMER_TOOLS_DIR to a directory \
+                 where Stigmer may keep the Temporal CLI"
+            ),
+        };
+        if !tools_dir.is_absolute() {
+            bail!(
+                "STIGMER_TOOLS_DIR must be an absolute path, got `{}`",
+                tools_dir.display()
+            );
         }
         Ok(StackConfig {
             data_dir,
             runner,
             server_port,
-            lease_seconds,
-            server_bin,
-            current_exe,
-            path_var,
+            temporal,
+            tools_dir,
         })
     }
 
-    pub fn server_config(&self) -> Result<ServerConfig> {
-        Ok(ServerConfig {
-            binary: server_process::find_binary(
-                self.server_bin.clone(),
-                self.current_exe.clone(),
-                self.path_var.clone(),
-            )?,
+    /// How to run the server as `program server run` (the `stigmer` program).
+    pub fn server_config(&self, program: PathBuf) -> ServerConfig {
+        ServerConfig {
+            program,
             port: self.server_port,
-            lease_seconds: self.lease_seconds,
-        })
+            temporal_http: self.temporal.http_base(),
+            temporal_namespace: self.temporal.namespace.clone(),
+        }
     }
 }
 
@@ -146,9 +150,6 @@ mod tests {
                     .map(|(_, value)| value.to_string())
             },
             DataDir::at(PathBuf::from("/d")),
-            None,
-            None,
-            None,
         )
     }
 
@@ -169,15 +170,40 @@ mod tests {
     }
 
     #[test]
+    fn the_runner_follows_temporal_and_tools_are_shared() {
+        let defaults = config(&[("HOME", "/home/u")]).unwrap();
+        assert_eq!(defaults.runner.temporal_address, "localhost:7233");
+        assert_eq!(
+            defaults.tools_dir,
+            PathBuf::from("/home/u/.cache/stigmer/tools")
+        );
+        let moved = config(&[
+            ("STIGMER_TEMPORAL_PORT", "17233"),
+            ("STIGMER_TOOLS_DIR", "/t"),
+            ("HOME", "/home/u"),
+        ])
+        .unwrap();
+        assert_eq!(moved.runner.temporal_address, "localhost:17233");
+        assert_eq!(moved.tools_dir, PathBuf::from("/t"));
+        let external = config(&[
+            ("STIGMER_TEMPORAL_ADDRESS", "t.example:7233"),
+            ("HOME", "/h"),
+        ])
+        .unwrap();
+        assert_eq!(external.runner.temporal_address, "t.example:7233");
+    }
+
+    #[test]
     fn backend_endpoint_follows_the_server_port() {
-        let defaults = config(&[]).unwrap();
+        let defaults = config(&[("HOME", "/h")]).unwrap();
         assert_eq!(defaults.server_port, 7234);
         assert_eq!(defaults.runner.backend_endpoint, "localhost:7234");
-        let moved = config(&[("STIGMER_SERVER_PORT", "7337")]).unwrap();
+        let moved = config(&[("STIGMER_SERVER_PORT", "7337"), ("HOME", "/h")]).unwrap();
         assert_eq!(moved.runner.backend_endpoint, "localhost:7337");
         let explicit = config(&[
             ("STIGMER_SERVER_PORT", "7337"),
             ("STIGMER_BACKEND_ENDPOINT", "example:9"),
+            ("HOME", "/h"),
         ])
         .unwrap();
         assert_eq!(explicit.runner.backend_endpoint, "example:9");
@@ -188,7 +214,7 @@ mod tests {
         for pairs in [
             &[("STIGMER_SERVER_PORT", "0")][..],
             &[("STIGMER_SERVER_PORT", "x")],
-            &[("STIGMER_SERVER_LEASE_SECONDS", "0")],
+            &[("STIGMER_TOOLS_DIR", "relative")],
         ] {
             let err = config(pairs).err().unwrap().to_string();
             assert!(err.contains(pairs[0].0), "{err}");

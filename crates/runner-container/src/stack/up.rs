@@ -1,0 +1,275 @@
+//! Bringing the stack up: orphans cleaned, then Temporal, stigmer-server and the runner
+//! container started (each left alone when it already runs as wanted), and, when anything
+//! fails, everything this call started stopped again, so a failed start leaves the machine as
+//! it found it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::docker::Docker;
+use crate::engine::EngineInfo;
+use crate::inspect::Image;
+use crate::lifecycle::{self, StartOutcome};
+use crate::lock::StackLock;
+use crate::process::{self, ProcessState};
+use crate::progress::Progress;
+use crate::spec::{ContainerSpec, HostUser};
+use crate::stack::StackConfig;
+use crate::{server_process, temporal};
+
+/// How long the runner may take from `docker run` to answering its health endpoint.
+pub const RUNNER_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the caller decided before bringing the stack up.
+pub struct UpRequest<'a> {
+    pub engine: &'a EngineInfo,
+    /// The runner image, present in the engine (checked, pulled or built by the caller).
+    pub image: &'a Image,
+    /// The `stigmer` program that runs the server (`stigmer server run`).
+    pub program: PathBuf,
+    /// Replace a running server whose binary is older than `program` (the dev loop rebuilt it).
+    pub replace_outdated_server: bool,
+    pub host_user: HostUser,
+}
+
+/// What happened to one host process.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum ComponentStart {
+    AlreadyRunning {
+        pid: i32,
+    },
+    Started {
+        pid: i32,
+    },
+    /// An existing Temporal given by address: nothing to start, it answered.
+    External {
+        address: String,
+    },
+}
+
+impl ComponentStart {
+    fn from_process(outcome: process::StartOutcome) -> ComponentStart {
+        match outcome {
+            process::StartOutcome::AlreadyRunning { pid } => ComponentStart::AlreadyRunning { pid },
+            process::StartOutcome::Started { pid } => ComponentStart::Started { pid },
+        }
+    }
+
+    pub fn started(&self) -> bool {
+        matches!(self, ComponentStart::Started { .. })
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        match self {
+            ComponentStart::AlreadyRunning { pid } | ComponentStart::Started { pid } => Some(*pid),
+            ComponentStart::External { .. } => None,
+        }
+    }
+}
+
+/// What [`up`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpReport {
+    pub temporal: ComponentStart,
+    pub server: ComponentStart,
+    pub runner: StartOutcome,
+    pub spec: ContainerSpec,
+    /// How long the runner took to answer after it started (`None` when left alone).
+    pub runner_ready_after: Option<Duration>,
+    /// Orphans and stale files removed, outdated components replaced.
+    pub notes: Vec<String>,
+}
+
+impl UpReport {
+    /// Whether anything was started or replaced (a stack left alone needs no new checks).
+    pub fn started_something(&self) -> bool {
+        self.temporal.started() || self.server.started() || self.runner.started_something()
+    }
+}
+
+/// Brings the stack up. `_lock` proves the caller holds this data directory's stack lock.
+pub fn up(
+    config: &StackConfig,
+    docker: &Docker,
+    request: &UpRequest<'_>,
+    _lock: &StackLock,
+    progress: &mut Progress,
+) -> Result<UpReport> {
+    let mut notes = progress.phase("Cleaning up orphans", |_| clean_orphans(config, docker))?;
+    let mut started = Started::default();
+    let outcome = start_all(config, docker, request, progress, &mut notes, &mut started);
+    if outcome.is_err() {
+        // Nothing is left half-running: what this call started goes again, newest first.
+        for note in started.undo(config, docker) {
+            progress.note(&note);
+        }
+    }
+    let (temporal, server, runner, runner_ready_after, spec) = outcome?;
+    for note in &notes {
+        progress.note(note);
+    }
+    Ok(UpReport {
+        temporal,
+        server,
+        runner,
+        spec,
+        runner_ready_after,
+        notes,
+    })
+}
+
+type Started5 = (
+    ComponentStart,
+    ComponentStart,
+    StartOutcome,
+    Option<Duration>,
+    ContainerSpec,
+);
+
+fn start_all(
+    config: &StackConfig,
+    docker: &Docker,
+    request: &UpRequest<'_>,
+    progress: &mut Progress,
+    notes: &mut Vec<String>,
+    started: &mut Started,
+) -> Result<Started5> {
+    let data_dir = &config.data_dir;
+    let temporal = progress.phase("Starting Temporal", |phase| {
+        let started =
+            temporal::ensure_running(&config.temporal, data_dir, &config.tools_dir, |url| {
+                phase.line(&format!("downloading the Temporal CLI once: {url}"));
+            })?;
+        Ok(match started {
+            Some(outcome) => ComponentStart::from_process(outcome),
+            None => ComponentStart::External {
+                address: config.temporal.frontend_address(),
+            },
+        })
+    })?;
+    started.temporal = temporal.started();
+    if let Some(url) = config.temporal.ui_url() {
+        progress.note(&format!("Temporal Web UI: {url}"));
+    }
+    let server_config = config.server_config(request.program.clone());
+    let server = progress.phase("Starting Stigmer server", |_| {
+        let pid_file = data_dir.server_pid_file();
+        if let ProcessState::Running { record } = process::state(&pid_file) {
+            if request.replace_outdated_server
+                && process::runs_outdated_binary(&record, &server_config.program)
+            {
+                process::stop(
+                    &pid_file,
+                    server_process::COMPONENT,
+                    server_process::STOP_GRACE,
+                )?;
+                notes.push(format!(
+                    "replaced stigmer-server (pid {}): it ran an older build",
+                    record.pid
+                ));
+            }
+        }
+        Ok(ComponentStart::from_process(process::start(
+            &server_config.process_spec(data_dir),
+        )?))
+    })?;
+    started.server = server.started();
+    let spec = ContainerSpec::agent_runner(
+        &config.runner.for_engine(request.engine),
+        data_dir,
+        request.host_user,
+    );
+    let runner = progress.phase("Starting agent runner", |_| {
+        lifecycle::ensure_running(
+            docker,
+            &spec,
+            &request.image.id,
+            data_dir,
+            request.host_user,
+        )
+    })?;
+    match &runner {
+        StartOutcome::AlreadyRunning { .. } => {}
+        StartOutcome::Replaced { reason, .. } => {
+            notes.push(format!("replaced the agent-runner container: {reason}"))
+        }
+        StartOutcome::Started { .. } => {}
+    }
+    started.runner = runner.started_something().then(|| spec.name.clone());
+    let ready_after = if runner.started_something() {
+        Some(progress.phase("Waiting for agent runner", |_| {
+            lifecycle::wait_until_ready(docker, &spec, RUNNER_READY_TIMEOUT)
+        })?)
+    } else {
+        None
+    };
+    Ok((temporal, server, runner, ready_after, spec))
+}
+
+/// Stale PID files and containers of this data directory left by a crashed run.
+fn clean_orphans(config: &StackConfig, docker: &Docker) -> Result<Vec<String>> {
+    let data_dir = &config.data_dir;
+    let mut notes = Vec::new();
+    for (component, pid_file) in [
+        (server_process::COMPONENT, data_dir.server_pid_file()),
+        (temporal::COMPONENT, data_dir.temporal_pid_file()),
+    ] {
+        if let Some(reason) = process::remove_stale(&pid_file)? {
+            notes.push(format!("removed a stale {component} PID file: {reason}"));
+        }
+    }
+    for name in lifecycle::remove_orphans(docker, data_dir, &config.runner.container_name)? {
+        notes.push(format!("removed the orphaned container {name}"));
+    }
+    Ok(notes)
+}
+
+/// What one [`up`] started, so that a failure can stop exactly that.
+#[derive(Default)]
+struct Started {
+    temporal: bool,
+    server: bool,
+    runner: Option<String>,
+}
+
+impl Started {
+    fn undo(self, config: &StackConfig, docker: &Docker) -> Vec<String> {
+        let data_dir = &config.data_dir;
+        let mut notes = Vec::new();
+        if let Some(name) = self.runner {
+            notes.push(match lifecycle::stop(docker, data_dir, &name) {
+                Ok(_) => "removed the agent-runner container started above".to_string(),
+                Err(err) => format!(
+                    "the agent-runner container started above could not be removed: {err:#}"
+                ),
+            });
+        }
+        for (component, pid_file, grace, was_started) in [
+            (
+                server_process::COMPONENT,
+                data_dir.server_pid_file(),
+                server_process::STOP_GRACE,
+                self.server,
+            ),
+            (
+                temporal::COMPONENT,
+                data_dir.temporal_pid_file(),
+                temporal::STOP_GRACE,
+                self.temporal,
+            ),
+        ] {
+            if was_started {
+                notes.push(match process::stop(&pid_file, component, grace) {
+                    Ok(_) => format!("stopped {component}, started above"),
+                    Err(err) => {
+                        format!("{component}, started above, could not be stopped: {err:#}")
+                    }
+                });
+            }
+        }
+        notes
+    }
+}
