@@ -14,6 +14,18 @@ pub const FILE_NAME: &str = "stigmer.toml";
 pub struct FileConfig {
     #[serde(default)]
     pub runner: RunnerSection,
+    #[serde(default)]
+    pub temporal: TemporalSection,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemporalSection {
+    /// `host:port` of an existing Temporal the team's stacks use instead of a dev server
+    /// (`STIGMER_TEMPORAL_ADDRESS` overrides it).
+    pub address: Option<String>,
+    /// Its HTTP API, when not on port 7243 of the same host (`STIGMER_TEMPORAL_HTTP`).
+    pub http: Option<String>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -39,6 +51,15 @@ impl FileConfig {
     pub fn parse(text: &str) -> Result<FileConfig> {
         Ok(toml::from_str(text)?)
     }
+
+    /// The value this file gives a stack setting that the environment may also set.
+    pub fn stack_setting(&self, variable: &str) -> Option<String> {
+        match variable {
+            "STIGMER_TEMPORAL_ADDRESS" => self.temporal.address.clone(),
+            "STIGMER_TEMPORAL_HTTP" => self.temporal.http.clone(),
+            _ => None,
+        }
+    }
 }
 
 /// The registry in force: the flag, else `STIGMER_REGISTRY`, else the file; `none` at any
@@ -63,7 +84,7 @@ mod tests {
 
     #[test]
     fn the_checked_in_file_parses() {
-        let config = FileConfig::read(&crate::project_root()).unwrap();
+        let config = FileConfig::read(&crate::project_root().unwrap()).unwrap();
         assert!(config.runner.source.is_some());
     }
 

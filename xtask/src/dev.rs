@@ -151,11 +151,15 @@ fn binaries_fresh(project: &Project) -> bool {
         else {
             return false;
         };
-        sources
-            .split_whitespace()
-            .map(std::path::PathBuf::from)
-            .chain(manifests.iter().cloned())
-            .all(|source| modified(&source).is_ok_and(|time| time <= confirmed))
+        // A binary built from another checkout (two worktrees sharing a target directory)
+        // lists that checkout's sources: it is not this one's.
+        let own_main = project.root.join("client-apps/cli/src/main.rs");
+        let mut sources = sources.split_whitespace().map(std::path::PathBuf::from);
+        sources.clone().any(|source| source == own_main)
+            && sources
+                .by_ref()
+                .chain(manifests.iter().cloned())
+                .all(|source| modified(&source).is_ok_and(|time| time <= confirmed))
     })
 }
 

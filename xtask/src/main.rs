@@ -79,7 +79,8 @@ pub struct Project {
 
 impl Project {
     fn gather(runner_dir: Option<PathBuf>, registry: Option<String>) -> Result<Project> {
-        let root = project_root();
+        let root = project_root()?;
+        let file = config::FileConfig::read(&root)?;
         let runner_dir = match runner_dir {
             Some(dir) => dir
                 .canonicalize()
@@ -88,7 +89,7 @@ impl Project {
         };
         Ok(Project {
             runner_dir,
-            stack: StackConfig::from_process_env()?,
+            stack: StackConfig::from_process_env_or(|name| file.stack_setting(name))?,
             host_user: HostUser::current(),
             configured_base: std::env::var("STIGMER_BASE_IMAGE")
                 .unwrap_or_else(|_| base_image::DEFAULT_BASE.to_string()),
@@ -97,7 +98,7 @@ impl Project {
                 std::env::var(runner_container::registry::REGISTRY_ENV)
                     .ok()
                     .as_deref(),
-                config::FileConfig::read(&root)?.runner.registry.as_deref(),
+                file.runner.registry.as_deref(),
             )?,
             root,
         })
@@ -156,11 +157,49 @@ fn run() -> Result<()> {
     }
 }
 
-pub fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+/// The checkout this xtask serves, found at run time, never from the path it was compiled at:
+/// two worktrees sharing one `CARGO_TARGET_DIR` run the same binary. `cargo run` (which
+/// `cargo xtask` is) sets `CARGO_MANIFEST_DIR` to this checkout's `xtask/` in the environment;
+/// without it (the binary run directly) the nearest ancestor of the current directory that is
+/// the workspace root serves.
+pub fn project_root() -> Result<PathBuf> {
+    let from_cargo = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .and_then(|xtask| xtask.parent().map(Path::to_path_buf))
+        .filter(|dir| is_workspace_root(dir));
+    if let Some(root) = from_cargo {
+        return Ok(root);
+    }
+    let here = std::env::current_dir().context("reading the current directory")?;
+    here.ancestors()
+        .find(|dir| is_workspace_root(dir))
         .map(Path::to_path_buf)
-        .unwrap_or_default()
+        .with_context(|| {
+            format!(
+                "{} is not inside a Stigmer checkout (no Cargo.toml declaring the workspace with \
+                 the xtask member above it): run `cargo xtask` from the checkout",
+                here.display()
+            )
+        })
+}
+
+/// Whether `dir` holds this project's workspace manifest: `[workspace]` with `xtask` a member.
+fn is_workspace_root(dir: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(dir.join("Cargo.toml")) else {
+        return false;
+    };
+    let Ok(manifest) = text.parse::<toml::Table>() else {
+        return false;
+    };
+    manifest
+        .get("workspace")
+        .and_then(|workspace| workspace.get("members"))
+        .and_then(toml::Value::as_array)
+        .is_some_and(|members| {
+            members
+                .iter()
+                .any(|member| member.as_str() == Some("xtask"))
+        })
 }
 
 pub fn docker() -> Result<Docker> {

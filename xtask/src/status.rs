@@ -32,6 +32,9 @@ struct ImageStatus {
 
 #[derive(Serialize)]
 struct Report {
+    /// The checkout whose runner this is (which worktree, when several share a target dir).
+    checkout: std::path::PathBuf,
+    runner_dir: std::path::PathBuf,
     image: ImageStatus,
     #[serde(flatten)]
     stack: stack::StackStatus,
@@ -67,6 +70,8 @@ impl Status {
             },
         };
         let report = Report {
+            checkout: project.root.clone(),
+            runner_dir: project.runner_dir.clone(),
             image,
             stack: stack::status(&project.stack, &docker),
         };
@@ -74,6 +79,7 @@ impl Status {
             println!("{}", serde_json::to_string(&report)?);
         } else {
             let image = &report.image;
+            println!("  checkout        {}", report.checkout.display());
             println!(
                 "  image           {} ({}, {}: {})",
                 image.name,

@@ -453,7 +453,9 @@ content-hash = "x"
 
     #[test]
     fn content_hash_matches_poetry_on_the_real_project() {
-        let runner_dir = crate::project_root().join("backend/services/agent-runner");
+        let runner_dir = crate::project_root()
+            .unwrap()
+            .join("backend/services/agent-runner");
         check_lock_is_fresh(&runner_dir).unwrap();
     }
 
@@ -494,8 +496,12 @@ content-hash = "x"
 
     #[test]
     fn the_real_lock_parses_and_has_python_multipart_in_main() {
-        let packages =
-            read_lock(&crate::project_root().join("backend/services/agent-runner")).unwrap();
+        let packages = read_lock(
+            &crate::project_root()
+                .unwrap()
+                .join("backend/services/agent-runner"),
+        )
+        .unwrap();
         let multipart = packages
             .iter()
             .find(|p| p.name == "python-multipart")

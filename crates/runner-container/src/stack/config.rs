@@ -27,6 +27,12 @@ impl StackConfig {
     /// The process environment, then `<stigmer home>/.env` for the runner's secrets and
     /// Ollama settings (the environment wins).
     pub fn from_process_env() -> Result<StackConfig> {
+        StackConfig::from_process_env_or(|_| None)
+    }
+
+    /// Like [`StackConfig::from_process_env`], with `fallback` supplying what a project file
+    /// sets for variables the environment leaves unset (`cargo xtask` reads `stigmer.toml`).
+    pub fn from_process_env_or(fallback: impl Fn(&str) -> Option<String>) -> Result<StackConfig> {
         let data_dir = DataDir::from_process_env()?;
         let dotenv = read_dotenv(&data_dir)?;
         StackConfig::from_lookup(
@@ -39,6 +45,7 @@ impl StackConfig {
                             SECRET_NAMES.contains(&name) || PASSTHROUGH_NAMES.contains(&name);
                         from_file.then(|| dotenv.get(name).cloned()).flatten()
                     })
+                    .or_else(|| fallback(name))
             },
             data_dir,
         )
