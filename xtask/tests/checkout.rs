@@ -52,7 +52,10 @@ fn status(cwd: &Path, manifest_dir: Option<&Path>, home: &Path) -> std::process:
         .current_dir(cwd)
         .env("STIGMER_HOME", home)
         .env("STIGMER_RUNNER_IMAGE", "stigmer-agent-runner:checkout-test")
-        .env("STIGMER_RUNNER_CONTAINER", "stigmer-agent-runner-checkout-test");
+        .env(
+            "STIGMER_RUNNER_CONTAINER",
+            "stigmer-agent-runner-checkout-test",
+        );
     match manifest_dir {
         Some(dir) => command.env("CARGO_MANIFEST_DIR", dir),
         None => command.env_remove("CARGO_MANIFEST_DIR"),
@@ -77,8 +80,7 @@ fn the_binary_serves_the_checkout_it_runs_in() {
     let runner = other.join("backend/services/agent-runner");
 
     // As `cargo xtask` runs it in the other worktree: cargo sets CARGO_MANIFEST_DIR there.
-    let (checkout, runner_dir) =
-        checkout_of(&status(&other, Some(&other.join("xtask")), &home));
+    let (checkout, runner_dir) = checkout_of(&status(&other, Some(&other.join("xtask")), &home));
     assert_eq!((checkout, runner_dir), (other.clone(), runner.clone()));
 
     // The binary run directly from a subdirectory of the other worktree.

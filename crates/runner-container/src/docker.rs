@@ -1,35 +1,62 @@
 //! The one place that spawns `docker`: every other module builds argument lists and parses
 //! output as plain data.
 //!
-//! Captured calls go through an [`xshell::Shell`], so each argument stays exactly one argv
-//! entry. Calls whose output must be seen while they run (a build, `logs -f`) use
-//! [`std::process::Command`] directly because xshell has no streaming API.
+//! Every call that returns has a deadline ([`deadline_for`]): a wedged daemon makes `docker`
+//! hang rather than fail, and a tool that hangs with it leaves the user guessing. When one
+//! passes, the call is killed and the error ([`TimedOut`]) names the command and says what to
+//! do. Calls whose output is shown while they run (a build, `logs -f`) have none; they end on
+//! Ctrl-C. Each argument stays exactly one argv entry: no shell is involved.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use xshell::{cmd, Shell};
+
+/// A docker call that did not finish within its deadline (it was killed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimedOut {
+    pub command: String,
+    pub after: Duration,
+}
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` did not finish within {:.1} s, so it was stopped: the Docker engine may be wedged or \
+             overloaded. Check it with `docker info`, restart it if it does not answer, then run \
+             this again (STIGMER_DOCKER_TIMEOUT_SCALE=2 doubles every deadline, for a slow engine)",
+            self.command,
+            self.after.as_secs_f64()
+        )
+    }
+}
+
+impl std::error::Error for TimedOut {}
+
+/// How long a `docker` call may take, from its subcommand: long for transfers, the grace
+/// period and a margin for stops, short for queries, which a healthy engine answers in
+/// milliseconds.
+pub fn deadline_for(args: &[String]) -> Duration {
+    let words: Vec<&str> = args.iter().map(String::as_str).take(2).collect();
+    let seconds = match words.as_slice() {
+        ["pull" | "push", ..] | ["image", "pull" | "push"] => 900,
+        ["stop" | "restart", ..] => u64::from(crate::spec::STOP_GRACE_SECONDS) + 30,
+        ["run" | "create" | "start" | "exec", ..] => 120,
+        ["image", "import"] | ["import", ..] | ["image", "save" | "load"] => 600,
+        _ => 30,
+    };
+    Duration::from_secs(seconds)
+}
 
 /// What one finished `docker` call printed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Captured {
     pub success: bool,
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
-}
-
-impl From<std::process::Output> for Captured {
-    fn from(output: std::process::Output) -> Captured {
-        Captured {
-            success: output.status.success(),
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
 }
 
 impl Captured {
@@ -46,16 +73,28 @@ pub fn tail_lines(text: &str, count: usize) -> String {
 
 /// A handle on the `docker` client; `program` is `docker` unless a test or a user says otherwise.
 pub struct Docker {
-    sh: Shell,
     program: String,
+    /// `STIGMER_DOCKER_TIMEOUT_SCALE`, read once: every deadline is multiplied by it (tests
+    /// shrink them, a slow engine stretches them).
+    deadline_scale: f64,
 }
 
 impl Docker {
     pub fn new() -> Result<Docker> {
-        let sh = Shell::new().context("creating a shell for docker calls")?;
+        let deadline_scale = match std::env::var("STIGMER_DOCKER_TIMEOUT_SCALE") {
+            Err(_) => 1.0,
+            Ok(text) => text
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|scale| (0.01..=100.0).contains(scale))
+                .with_context(|| {
+                    format!("STIGMER_DOCKER_TIMEOUT_SCALE must be a number from 0.01 to 100, got `{text}`")
+                })?,
+        };
         Ok(Docker {
-            sh,
             program: "docker".to_string(),
+            deadline_scale,
         })
     }
 
@@ -71,14 +110,15 @@ impl Docker {
     /// Like [`Docker::capture`], with extra variables in docker's own environment (for values
     /// that must not appear on its command line).
     pub fn capture_with_env(&self, args: &[String], env: &[(String, String)]) -> Result<Captured> {
-        let program = &self.program;
-        let output = cmd!(self.sh, "{program} {args...}")
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .quiet()
-            .ignore_status()
-            .output()
-            .with_context(|| format!("running `docker {}`", args.join(" ")))?;
-        Ok(Captured::from(output))
+        let deadline = deadline_for(args).mul_f64(self.deadline_scale);
+        match self.run_until(args, env, deadline)? {
+            Some(captured) => Ok(captured),
+            None => Err(TimedOut {
+                command: format!("docker {}", abbreviated(args)),
+                after: deadline,
+            }
+            .into()),
+        }
     }
 
     /// Runs `docker <args>`, failing with the command and the tail of its stderr.
@@ -87,7 +127,7 @@ impl Docker {
         if !captured.success {
             bail!(
                 "`docker {}` failed ({}):\n{}",
-                args.join(" "),
+                abbreviated(args),
                 exit_text(captured.code),
                 captured.stderr_tail()
             );
@@ -95,22 +135,52 @@ impl Docker {
         Ok(captured.stdout)
     }
 
-    /// Runs `docker <args>` with a deadline; `None` when it did not finish in time (it is killed).
+    /// Runs `docker <args>` with an explicit deadline; `None` when it did not finish in time
+    /// (it is killed). For the engine check, whose deadline is part of its message.
     pub fn capture_within(&self, args: &[String], deadline: Duration) -> Result<Option<Captured>> {
+        self.run_until(args, &[], deadline)
+    }
+
+    fn run_until(
+        &self,
+        args: &[String],
+        env: &[(String, String)],
+        deadline: Duration,
+    ) -> Result<Option<Captured>> {
         let mut child = Command::new(&self.program)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("starting `{} {}`", self.program, args.join(" ")))?;
+            .with_context(|| format!("starting `{} {}`", self.program, abbreviated(args)))?;
+        // Both pipes drain on their own threads so a chatty command never blocks on a full pipe.
+        let drain = |pipe: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut bytes);
+                }
+                bytes
+            })
+        };
+        let stdout = drain(
+            child
+                .stdout
+                .take()
+                .map(|pipe| Box::new(pipe) as Box<dyn Read + Send>),
+        );
+        let stderr = drain(
+            child
+                .stderr
+                .take()
+                .map(|pipe| Box::new(pipe) as Box<dyn Read + Send>),
+        );
         let started = Instant::now();
-        loop {
-            if child.try_wait().context("waiting for docker")?.is_some() {
-                let output = child
-                    .wait_with_output()
-                    .context("reading docker's output")?;
-                return Ok(Some(Captured::from(output)));
+        let status = loop {
+            if let Some(status) = child.try_wait().context("waiting for docker")? {
+                break status;
             }
             if started.elapsed() >= deadline {
                 // The child may already be gone; either way it no longer matters.
@@ -118,8 +188,15 @@ impl Docker {
                 let _ = child.wait();
                 return Ok(None);
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let joined = |reader: std::thread::JoinHandle<Vec<u8>>| reader.join().unwrap_or_default();
+        Ok(Some(Captured {
+            success: status.success(),
+            code: status.code(),
+            stdout: String::from_utf8_lossy(&joined(stdout)).into_owned(),
+            stderr: String::from_utf8_lossy(&joined(stderr)).into_owned(),
+        }))
     }
 
     /// Runs `docker <args>`, handing each line of its output to `on_line` as it arrives.
@@ -137,16 +214,30 @@ impl Docker {
         let status = Command::new(&self.program)
             .args(args)
             .status()
-            .with_context(|| format!("starting `docker {}`", args.join(" ")))?;
+            .with_context(|| format!("starting `docker {}`", abbreviated(args)))?;
         if !status.success() {
             bail!(
                 "`docker {}` failed ({})",
-                args.join(" "),
+                abbreviated(args),
                 exit_text(status.code())
             );
         }
         Ok(())
     }
+}
+
+/// The command as an error message shows it: long values (labels, manifests) cut short.
+fn abbreviated(args: &[String]) -> String {
+    args.iter()
+        .map(|arg| {
+            if arg.chars().count() > 80 {
+                format!("{}…", arg.chars().take(77).collect::<String>())
+            } else {
+                arg.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Runs `program <args>`, handing each line of its output (stdout, then stderr) to `on_line`
@@ -247,4 +338,62 @@ fn exit_text(code: Option<i32>) -> String {
 /// Builds an owned argument list from string slices.
 pub fn args<const N: usize>(items: [&str; N]) -> Vec<String> {
     items.iter().map(|item| item.to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_follow_the_subcommand() {
+        let of =
+            |words: &[&str]| deadline_for(&words.iter().map(|w| w.to_string()).collect::<Vec<_>>());
+        assert_eq!(of(&["pull", "x"]), Duration::from_secs(900));
+        assert_eq!(of(&["image", "push", "x"]), Duration::from_secs(900));
+        assert_eq!(of(&["stop", "--time", "30", "x"]), Duration::from_secs(60));
+        assert_eq!(of(&["image", "inspect", "x"]), Duration::from_secs(30));
+        assert_eq!(of(&["run", "--rm", "x"]), Duration::from_secs(120));
+        assert_eq!(of(&["ps", "--all"]), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_timeout_names_the_command_and_the_fix() {
+        let message = TimedOut {
+            command: "docker image inspect stigmer-agent-runner:local".to_string(),
+            after: Duration::from_secs(30),
+        }
+        .to_string();
+        assert!(
+            message.starts_with(
+                "`docker image inspect stigmer-agent-runner:local` did not finish within 30.0 s"
+            ),
+            "{message}"
+        );
+        assert!(message.contains("docker info"), "{message}");
+        let long = abbreviated(&["build".to_string(), "x".repeat(200)]);
+        assert!(long.chars().count() < 100, "{long}");
+    }
+
+    #[test]
+    fn a_hanging_command_is_killed_at_its_deadline() {
+        let docker = Docker {
+            program: "sleep".to_string(),
+            deadline_scale: 1.0,
+        };
+        let started = Instant::now();
+        let answer = docker
+            .capture_within(&["10".to_string()], Duration::from_millis(200))
+            .unwrap();
+        assert_eq!(answer, None);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        let finished = docker
+            .capture_within(&["0".to_string()], Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        assert!(finished.success);
+    }
 }
