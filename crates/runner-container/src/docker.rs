@@ -74,6 +74,8 @@ pub fn tail_lines(text: &str, count: usize) -> String {
 /// A handle on the `docker` client; `program` is `docker` unless a test or a user says otherwise.
 pub struct Docker {
     program: String,
+    /// The daemon's ID once [`crate::engine::check_engine`] or [`Docker::engine_id`] asked.
+    engine_id: std::sync::OnceLock<String>,
     /// `STIGMER_DOCKER_TIMEOUT_SCALE`, read once: every deadline is multiplied by it (tests
     /// shrink them, a slow engine stretches them).
     deadline_scale: f64,
@@ -94,12 +96,34 @@ impl Docker {
         };
         Ok(Docker {
             program: "docker".to_string(),
+            engine_id: std::sync::OnceLock::new(),
             deadline_scale,
         })
     }
 
     pub fn program(&self) -> &str {
         &self.program
+    }
+
+    /// The ID of the daemon this handle talks to (asked once): ID files and container labels
+    /// record it, so nothing recorded against one engine is acted on in another.
+    pub fn engine_id(&self) -> Result<String> {
+        if let Some(id) = self.engine_id.get() {
+            return Ok(id.clone());
+        }
+        let id = self
+            .checked(&args(["info", "--format", "{{.ID}}"]))?
+            .trim()
+            .to_string();
+        if id.is_empty() {
+            bail!("the Docker engine reported no ID (`docker info --format '{{{{.ID}}}}'`)");
+        }
+        self.remember_engine_id(&id);
+        Ok(id)
+    }
+
+    pub(crate) fn remember_engine_id(&self, id: &str) {
+        let _ = self.engine_id.set(id.to_string());
     }
 
     /// Runs `docker <args>` and returns what it printed, whatever its exit status.
@@ -378,6 +402,7 @@ mod tests {
     fn a_hanging_command_is_killed_at_its_deadline() {
         let docker = Docker {
             program: "sleep".to_string(),
+            engine_id: std::sync::OnceLock::new(),
             deadline_scale: 1.0,
         };
         let started = Instant::now();

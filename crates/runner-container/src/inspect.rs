@@ -59,6 +59,14 @@ impl Container {
         }
     }
 
+    /// Whether the container was created on `engine`; one created before engines were
+    /// recorded carries no label and counts as this engine's (it is on it).
+    pub fn created_on(&self, engine: &str) -> bool {
+        self.labels
+            .get(crate::spec::ENGINE_LABEL)
+            .is_none_or(|label| label == engine)
+    }
+
     pub fn config_digest(&self) -> Option<&str> {
         self.labels.get(CONFIG_LABEL).map(String::as_str)
     }

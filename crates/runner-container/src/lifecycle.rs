@@ -3,7 +3,9 @@
 //! The daemon is the source of truth: the container is found by exact name or ID with
 //! `docker inspect` and judged by its labels; the ID file beside `daemon.pid` is only a
 //! cache. A container that merely has our name but not our label is never stopped or
-//! removed: the caller gets an error that says what to do.
+//! removed: the caller gets an error that says what to do. With several engines on one
+//! machine (`DOCKER_HOST`, docker contexts), the ID file and the containers' labels name the
+//! engine they came from, and nothing recorded against one engine is acted on in another.
 
 use std::fs;
 use std::path::Path;
@@ -15,7 +17,9 @@ use crate::docker::{args, Docker};
 use crate::http;
 use crate::inspect::{parse_containers, parse_images, Container, ContainerState, Image, RunStatus};
 use crate::paths::DataDir;
-use crate::spec::{ContainerSpec, HostUser, DATA_DIR_LABEL, IMAGE_USER_ID, STOP_GRACE_SECONDS};
+use crate::spec::{
+    ContainerSpec, HostUser, DATA_DIR_LABEL, ENGINE_LABEL, IMAGE_USER_ID, STOP_GRACE_SECONDS,
+};
 
 /// Looks up one container by exact name or ID.
 pub fn inspect_container(docker: &Docker, name_or_id: &str) -> Result<ContainerState> {
@@ -72,30 +76,52 @@ pub fn other_stack_message(container: &Container) -> String {
     )
 }
 
-/// This stack's container from `state`, `None` when there is none; a foreign container or
-/// another stack's is an error that says what to do, and is never touched.
-pub fn claim(state: ContainerState, data_dir: &DataDir) -> Result<Option<Container>> {
+/// The message for a container of ours whose label names another engine than the one it is
+/// on (a daemon whose identity changed): never touched.
+pub fn other_engine_message(container: &Container, engine: &str) -> String {
+    format!(
+        "the container `{name}` ({id}) was created by Stigmer on another Docker engine ({other}) \
+         than this one ({engine}), so it was left untouched. Remove it yourself if it is not \
+         needed (`docker rm -f {name}`).",
+        name = container.name,
+        id = container.short_id(),
+        other = container
+            .labels
+            .get(ENGINE_LABEL)
+            .map(String::as_str)
+            .unwrap_or("unknown"),
+    )
+}
+
+/// This stack's container from `state`, `None` when there is none; a foreign container,
+/// another stack's or another engine's is an error that says what to do, and is never touched.
+pub fn claim(state: ContainerState, data_dir: &DataDir, engine: &str) -> Result<Option<Container>> {
     match state {
         ContainerState::Absent => Ok(None),
         ContainerState::Foreign(container) => bail!(foreign_container_message(&container)),
         ContainerState::Ours(container) if !container.belongs_to(data_dir) => {
             bail!(other_stack_message(&container))
         }
+        ContainerState::Ours(container) if !container.created_on(engine) => {
+            bail!(other_engine_message(&container, engine))
+        }
         ContainerState::Ours(container) => Ok(Some(container)),
     }
 }
 
-/// This stack's container, found through the ID file or, failing that, by exact name.
+/// This stack's container, found through the ID file when it was recorded on this engine, or
+/// failing that by exact name.
 pub fn find_ours(docker: &Docker, data_dir: &DataDir, name: &str) -> Result<Option<Container>> {
-    if let Some(id) = read_id_file(data_dir) {
+    let engine = docker.engine_id()?;
+    if let Some(record) = read_id_file(data_dir).filter(|record| record.engine == engine) {
         // A stale file may name a container that is gone or, after ID reuse, not ours.
-        if let ContainerState::Ours(container) = inspect_container(docker, &id)? {
-            if container.belongs_to(data_dir) {
+        if let ContainerState::Ours(container) = inspect_container(docker, &record.container)? {
+            if container.belongs_to(data_dir) && container.created_on(&engine) {
                 return Ok(Some(container));
             }
         }
     }
-    claim(inspect_container(docker, name)?, data_dir)
+    claim(inspect_container(docker, name)?, data_dir, &engine)
 }
 
 /// What [`ensure_running`] did.
@@ -137,14 +163,19 @@ pub fn ensure_running(
     data_dir: &DataDir,
     host_user: HostUser,
 ) -> Result<StartOutcome> {
-    let reason = match claim(inspect_container(docker, &spec.name)?, data_dir)? {
+    let engine = docker.engine_id()?;
+    let reason = match claim(inspect_container(docker, &spec.name)?, data_dir, &engine)? {
         None => None,
         Some(container) => {
             let reason = match replacement_reason(&container, spec, image_id) {
                 None if http::healthz(spec.health_port, Duration::from_millis(500)).is_ok() => {
                     // Nothing is written when nothing changed: the file only caches the ID.
-                    if read_id_file(data_dir).as_deref() != Some(container.id.as_str()) {
-                        write_id_file(data_dir, &container.id)?;
+                    let record = IdRecord {
+                        engine: engine.clone(),
+                        container: container.id.clone(),
+                    };
+                    if read_id_file(data_dir).as_ref() != Some(&record) {
+                        write_id_file(data_dir, &record)?;
                     }
                     return Ok(StartOutcome::AlreadyRunning { id: container.id });
                 }
@@ -217,7 +248,11 @@ pub fn start(
         );
     }
     let id = captured.stdout.trim().to_string();
-    write_id_file(data_dir, &id)?;
+    let record = IdRecord {
+        engine: docker.engine_id()?,
+        container: id.clone(),
+    };
+    write_id_file(data_dir, &record)?;
     Ok(id)
 }
 
@@ -263,8 +298,10 @@ pub fn remove_orphans(docker: &Docker, data_dir: &DataDir, keep_name: &str) -> R
         }
         // Confirm with an exact lookup before removing anything.
         if let ContainerState::Ours(container) = inspect_container(docker, id)? {
-            remove_container(docker, &container.id)?;
-            removed.push(container.name);
+            if container.created_on(&docker.engine_id()?) {
+                remove_container(docker, &container.id)?;
+                removed.push(container.name);
+            }
         }
     }
     Ok(removed)
@@ -299,6 +336,7 @@ pub enum StopOutcome {
 }
 
 /// Stops and removes our container, found through the ID file or, failing that, by exact name.
+/// An ID file recorded on another engine is kept: it is that engine's to act on.
 pub fn stop(docker: &Docker, data_dir: &DataDir, name: &str) -> Result<StopOutcome> {
     let outcome = match find_ours(docker, data_dir, name)? {
         Some(container) => {
@@ -307,23 +345,52 @@ pub fn stop(docker: &Docker, data_dir: &DataDir, name: &str) -> Result<StopOutco
         }
         None => StopOutcome::NotRunning,
     };
-    remove_id_file(data_dir)?;
+    let engine = docker.engine_id()?;
+    if read_id_file(data_dir).is_none_or(|record| record.engine == engine) {
+        remove_id_file(data_dir)?;
+    }
     Ok(outcome)
 }
 
-/// Reads the cached container ID; a missing or corrupt file counts as no ID.
-pub fn read_id_file(data_dir: &DataDir) -> Option<String> {
-    let text = fs::read_to_string(data_dir.container_id_file()).ok()?;
-    let id = text.trim();
-    (id.len() >= 12 && id.len() <= 64 && id.chars().all(|c| c.is_ascii_hexdigit()))
-        .then(|| id.to_string())
+/// What the ID file holds: the engine and the container started on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdRecord {
+    pub engine: String,
+    pub container: String,
 }
 
-fn write_id_file(data_dir: &DataDir, id: &str) -> Result<()> {
+impl IdRecord {
+    /// Parses `<engine id> <container id>`; a bare container ID (written before engines were
+    /// recorded) or anything malformed is `None`: then the container is looked up by name.
+    pub fn parse(text: &str) -> Option<IdRecord> {
+        let (engine, container) = text.trim().split_once(' ')?;
+        let hex =
+            |id: &str| (12..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_hexdigit());
+        let engine_ok = !engine.is_empty()
+            && engine
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ":-".contains(c));
+        (engine_ok && hex(container)).then(|| IdRecord {
+            engine: engine.to_string(),
+            container: container.to_string(),
+        })
+    }
+
+    fn to_line(&self) -> String {
+        format!("{} {}\n", self.engine, self.container)
+    }
+}
+
+/// Reads the cached container ID and its engine; a missing or corrupt file counts as none.
+pub fn read_id_file(data_dir: &DataDir) -> Option<IdRecord> {
+    IdRecord::parse(&fs::read_to_string(data_dir.container_id_file()).ok()?)
+}
+
+fn write_id_file(data_dir: &DataDir, record: &IdRecord) -> Result<()> {
     let path = data_dir.container_id_file();
     fs::create_dir_all(data_dir.root())
         .with_context(|| format!("creating {}", data_dir.root().display()))?;
-    crate::paths::write_atomically(&path, format!("{id}\n").as_bytes())
+    crate::paths::write_atomically(&path, record.to_line().as_bytes())
 }
 
 fn remove_id_file(data_dir: &DataDir) -> Result<()> {
@@ -470,10 +537,21 @@ mod tests {
     fn id_file_must_look_like_an_id() {
         let root = std::env::temp_dir().join(format!("idfile-{}", std::process::id()));
         let data_dir = DataDir::at(root.clone());
-        write_id_file(&data_dir, "0123456789abcdef").unwrap();
-        assert_eq!(read_id_file(&data_dir).as_deref(), Some("0123456789abcdef"));
-        fs::write(data_dir.container_id_file(), "rm -rf /\n").unwrap();
-        assert_eq!(read_id_file(&data_dir), None);
+        let record = IdRecord {
+            engine: "KO7T:VFQZ:VJIN".to_string(),
+            container: "0123456789abcdef".to_string(),
+        };
+        write_id_file(&data_dir, &record).unwrap();
+        assert_eq!(read_id_file(&data_dir), Some(record));
+        for corrupt in [
+            "rm -rf /\n",
+            "0123456789abcdef\n",
+            "e; 0123456789abcdef",
+            "e zz",
+        ] {
+            fs::write(data_dir.container_id_file(), corrupt).unwrap();
+            assert_eq!(read_id_file(&data_dir), None, "{corrupt:?}");
+        }
         remove_id_file(&data_dir).unwrap();
         remove_id_file(&data_dir).unwrap();
         fs::remove_dir_all(root).unwrap();

@@ -23,6 +23,8 @@ pub const TASK_QUEUE: &str = "agent_execution_runner";
 pub const MANAGED_LABEL: &str = "dev.stigmer.managed";
 /// The data directory a container belongs to, so one checkout's tests never touch another's stack.
 pub const DATA_DIR_LABEL: &str = "dev.stigmer.data-dir";
+/// The ID of the engine the container was created on (see [`crate::engine::EngineInfo::id`]).
+pub const ENGINE_LABEL: &str = "dev.stigmer.engine";
 /// The digest of everything else in the spec: a container whose label differs is outdated.
 pub const CONFIG_LABEL: &str = "dev.stigmer.config.sha256";
 
@@ -81,6 +83,8 @@ pub struct RunnerSettings {
     pub secrets: Vec<(String, Secret)>,
     /// `STIGMER_NETWORK`, or what the engine supports (see [`RunnerSettings::for_engine`]).
     pub network: Option<Network>,
+    /// The engine the container is for, set by [`RunnerSettings::for_engine`].
+    pub engine_id: Option<String>,
 }
 
 /// How the container reaches the host and the host reaches it.
@@ -137,6 +141,7 @@ impl Default for RunnerSettings {
             passthrough: Vec::new(),
             secrets: Vec::new(),
             network: None,
+            engine_id: None,
         }
     }
 }
@@ -196,9 +201,10 @@ impl RunnerSettings {
         RunnerSettings::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// These settings with the network the engine supports, unless one was chosen.
+    /// These settings for `engine`: its ID, and the network it supports unless one was chosen.
     pub fn for_engine(&self, engine: &crate::engine::EngineInfo) -> RunnerSettings {
         let mut settings = self.clone();
+        settings.engine_id = Some(engine.id.clone());
         settings
             .network
             .get_or_insert(if engine.supports_host_networking() {
@@ -318,6 +324,9 @@ impl ContainerSpec {
             secrets: settings.secrets.clone(),
             network,
         };
+        if let Some(engine) = &settings.engine_id {
+            spec.labels.insert(ENGINE_LABEL.to_string(), engine.clone());
+        }
         let digest = spec.config_digest();
         spec.labels.insert(CONFIG_LABEL.to_string(), digest);
         spec
@@ -595,11 +604,15 @@ mod tests {
 
     #[test]
     fn the_engine_decides_the_network_unless_it_was_chosen() {
-        let desktop = crate::engine::EngineInfo::parse(
-            "28.3.2|1.51|linux|arm64|Docker Desktop 4.43.2 (199162)",
-        )
-        .unwrap();
-        let linux = crate::engine::EngineInfo::parse("20.10.24|1.41|linux|amd64|").unwrap();
+        let desktop =
+            crate::engine::EngineInfo::parse("d-1|28.3.2|linux|aarch64|Docker Desktop").unwrap();
+        let linux = crate::engine::EngineInfo::parse("l-1|20.10.24|linux|x86_64|Debian").unwrap();
+        let labelled = ContainerSpec::agent_runner(
+            &RunnerSettings::default().for_engine(&linux),
+            &DataDir::at(PathBuf::from("/d")),
+            HostUser { uid: 1, gid: 1 },
+        );
+        assert_eq!(labelled.labels[ENGINE_LABEL], "l-1");
         let settings = RunnerSettings::default();
         assert_eq!(settings.for_engine(&desktop).network, Some(Network::Bridge));
         assert_eq!(settings.for_engine(&linux).network, Some(Network::Host));

@@ -1,5 +1,5 @@
-//! Engine-backed tests of the lifecycle's waiting logic with a runner that never becomes
-//! ready. They use the image `stigmer-agent-runner:test` that `cargo xtask ci` builds, and
+//! Engine-backed tests of the lifecycle: waiting for a runner that never becomes ready, bridge
+//! networking, and engine identity. They use the image `stigmer-agent-runner:test` that `cargo xtask ci` builds, and
 //! fail (never skip) without an engine or that image.
 
 // A panic is how a test fails, helpers included.
@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use runner_container::docker::Docker;
 use runner_container::inspect::{ContainerState, RunStatus};
 use runner_container::lifecycle::{
-    ensure_running, inspect_container, inspect_image, stop, wait_until_ready,
+    ensure_running, inspect_container, inspect_image, stop, wait_until_ready, StopOutcome,
 };
 use runner_container::paths::DataDir;
-use runner_container::spec::{ContainerSpec, HostUser, RunnerSettings};
+use runner_container::spec::{ContainerSpec, HostUser, RunnerSettings, ENGINE_LABEL};
 
 const IMAGE: &str = "stigmer-agent-runner:test";
 
@@ -129,4 +129,59 @@ fn bridge_networking_publishes_the_service_on_loopback_only() {
         .checked(&["port".to_string(), spec.name.clone()])
         .unwrap();
     assert_eq!(ports.trim(), "7363/tcp -> 127.0.0.1:7363", "{ports}");
+}
+
+#[test]
+fn nothing_recorded_on_another_engine_is_acted_on() {
+    let settings = RunnerSettings {
+        health_port: 7364,
+        ..RunnerSettings::default()
+    };
+    let (docker, spec, cleanup) =
+        start_test_container("stigmer-agent-runner-engine-test", settings, |_| {});
+    let data_dir = &cleanup.data_dir;
+    let ContainerState::Ours(container) = inspect_container(&docker, &spec.name).unwrap() else {
+        panic!("the container is gone")
+    };
+    // The ID file as a stack on a second engine (another DOCKER_HOST or docker context) would
+    // have left it: its ID must never be used to stop a container here.
+    let recorded = format!("OTHER:ENGINE:ID {}\n", container.id);
+    std::fs::write(data_dir.container_id_file(), &recorded).unwrap();
+    let outcome = stop(&docker, data_dir, "stigmer-agent-runner-engine-test-absent").unwrap();
+    assert_eq!(outcome, StopOutcome::NotRunning);
+    let ContainerState::Ours(still) = inspect_container(&docker, &spec.name).unwrap() else {
+        panic!("the container recorded on another engine was removed")
+    };
+    assert_eq!(still.status, RunStatus::Running);
+    assert_eq!(
+        std::fs::read_to_string(data_dir.container_id_file()).unwrap(),
+        recorded,
+        "the other engine's record is kept for it"
+    );
+
+    // A container of ours whose label names another engine is refused by name too.
+    let mut foreign_engine = spec.clone();
+    foreign_engine.name = "stigmer-agent-runner-engine-test-2".to_string();
+    foreign_engine
+        .labels
+        .insert(ENGINE_LABEL.to_string(), "OTHER:ENGINE:ID".to_string());
+    let _second = Cleanup {
+        data_dir: data_dir.clone(),
+        name: foreign_engine.name.clone(),
+    };
+    let created = docker
+        .checked(&foreign_engine.run_args())
+        .unwrap()
+        .trim()
+        .to_string();
+    let err = stop(&docker, data_dir, &foreign_engine.name).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("another Docker engine"),
+        "{err:#}"
+    );
+    let ContainerState::Ours(kept) = inspect_container(&docker, &created).unwrap() else {
+        panic!("the other engine's container was removed")
+    };
+    assert_eq!(kept.status, RunStatus::Running);
+    let _ = docker.capture(&["rm".to_string(), "--force".to_string(), created]);
 }
