@@ -67,17 +67,14 @@ fn parse_http_base(text: &str) -> Result<String> {
     Ok(trimmed.to_owned())
 }
 
-/// Serves until SIGTERM or SIGINT, on a runtime of its own.
+/// Serves until SIGTERM or SIGINT, on a runtime of its own. A fatal error is returned for the
+/// caller to print (on stderr, which the stack sends to the server's log file).
 pub fn serve(args: ServeArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("start the tokio runtime")?;
-    let outcome = runtime.block_on(serve_async(args));
-    if let Err(fatal) = &outcome {
-        error!("{fatal:#}");
-    }
-    outcome
+    runtime.block_on(serve_async(args))
 }
 
 async fn serve_async(args: ServeArgs) -> Result<()> {

@@ -15,7 +15,9 @@ struct Command {
 fn main() -> ExitCode {
     match stigmer_server::serve(Command::parse().serve) {
         Ok(()) => ExitCode::SUCCESS,
-        // `serve` has logged the error already.
-        Err(_) => ExitCode::FAILURE,
+        Err(fatal) => {
+            eprintln!("✗ {fatal:#}");
+            ExitCode::FAILURE
+        }
     }
 }
