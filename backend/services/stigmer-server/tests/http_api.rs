@@ -282,6 +282,34 @@ fn terminating_the_workflow_fails_the_execution_and_wakes_long_polls() -> Result
 }
 
 #[test]
+fn a_start_temporal_refuses_fails_the_execution_with_its_message() -> Result<()> {
+    let dir = TestDir::new("refused")?;
+    let temporal = Temporal::start(&dir)?;
+    // A namespace the dev server does not have: Temporal answers, and says no.
+    let server = Server::start(
+        &dir.path,
+        &temporal.http_base(),
+        &["--temporal-namespace", "no-such-namespace"],
+    )?;
+    let id = server.create_execution("echo", "hi")?;
+    let execution = server.wait_until_done(&id, END_RECORDED)?;
+    assert_eq!(execution["status"], "failed");
+    let error = execution["error"].as_str().context("error is a string")?;
+    assert!(
+        error.contains(&format!("Temporal refused to start workflow {id}"))
+            && error.contains("no-such-namespace"),
+        "{error}"
+    );
+    let lines = event_lines(&server.events(&id, 0, 0)?);
+    assert_eq!(
+        lines,
+        ["status queued".to_owned(), format!("error {error}")]
+    );
+    assert_eq!(temporal.describe(&id)?, None, "nothing was started");
+    Ok(())
+}
+
+#[test]
 fn long_polls_wake_on_a_new_event_and_honour_wait_seconds() -> Result<()> {
     let dir = TestDir::new("long-poll")?;
     let temporal = Temporal::start(&dir)?;
