@@ -108,7 +108,9 @@ fn a_sigkilled_server_loses_nothing_and_starts_no_second_run() -> Result<()> {
     temporal.terminate(&second, "ended while the server was down")?;
 
     let server = Server::start(&dir.path, &http, &[])?;
-    let ended = server.wait_until_done(&second, END_RECORDED)?;
+    let ended = server
+        .wait_until_done(&second, END_RECORDED)
+        .context("the restarted server must read the end Temporal has (did it start a new run?)")?;
     assert_failed_naming(&ended, "ended while the server was down");
     assert_eq!(
         event_lines(&server.events(&second, 0, 0)?),
