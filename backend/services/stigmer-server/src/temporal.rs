@@ -34,8 +34,9 @@ pub struct TemporalTarget {
     pub task_queue: String,
 }
 
-/// A call that failed because Temporal could not be reached at all (as opposed to an answer
-/// refusing the request): the caller waits and tries again.
+/// A call that failed because Temporal could not be reached, or answered that it cannot serve
+/// right now (a frontend still starting says `503 Frontend is not healthy yet`): the caller
+/// waits and tries again, as opposed to an answer refusing the request itself.
 #[derive(Debug)]
 pub struct Unreachable(pub String);
 
@@ -110,6 +111,9 @@ impl Temporal {
         if status == reqwest::StatusCode::CONFLICT || grpc_code(&text) == Some(6) {
             return Ok(Started::AlreadyExisted);
         }
+        if is_transient(status, &text) {
+            return Err(self.busy(status, &text));
+        }
         bail!(
             "Temporal refused to start workflow {id} ({status}): {}",
             error_message(&text)
@@ -146,6 +150,9 @@ impl Temporal {
             if status == reqwest::StatusCode::NOT_FOUND || grpc_code(&text) == Some(5) {
                 return Ok(CloseEvent::Missing);
             }
+            if is_transient(status, &text) {
+                return Err(self.busy(status, &text));
+            }
             if !status.is_success() {
                 bail!(
                     "Temporal refused to read the history of {id} ({status}): {}",
@@ -160,6 +167,14 @@ impl Temporal {
             // An empty page: the long poll expired (or the run continued as new); poll again.
             page_token = page.next_page_token.filter(|token| !token.is_empty());
         }
+    }
+
+    fn busy(&self, status: reqwest::StatusCode, text: &str) -> anyhow::Error {
+        anyhow::Error::new(Unreachable(format!(
+            "Temporal at {} cannot serve yet ({status}: {})",
+            self.target.http_base,
+            error_message(text)
+        )))
     }
 
     fn unreachable(&self, error: &reqwest::Error) -> anyhow::Error {
@@ -263,6 +278,13 @@ fn failure_text(failure: &Value) -> String {
     }
 }
 
+/// Answers that mean "not now" rather than "no": UNAVAILABLE (14, HTTP 503), RESOURCE_EXHAUSTED
+/// (8, 429) and DEADLINE_EXCEEDED (4, 504), as the gateway maps gRPC codes
+/// (https://github.com/grpc-ecosystem/grpc-gateway, runtime/errors.go).
+pub fn is_transient(status: reqwest::StatusCode, text: &str) -> bool {
+    matches!(status.as_u16(), 429 | 503 | 504) || matches!(grpc_code(text), Some(4 | 8 | 14))
+}
+
 fn grpc_code(text: &str) -> Option<i64> {
     serde_json::from_str::<Value>(text).ok()?["code"].as_i64()
 }
@@ -337,6 +359,25 @@ mod tests {
                 error: "ValueError: bad diff".to_owned()
             })
         );
+    }
+
+    #[test]
+    fn not_now_is_told_from_no() {
+        let starting = r#"{"code":14,"message":"Frontend is not healthy yet"}"#;
+        assert!(is_transient(
+            reqwest::StatusCode::SERVICE_UNAVAILABLE,
+            starting
+        ));
+        assert!(is_transient(reqwest::StatusCode::TOO_MANY_REQUESTS, "{}"));
+        let unknown_namespace = r#"{"code":5,"message":"Namespace nope is not found."}"#;
+        assert!(!is_transient(
+            reqwest::StatusCode::NOT_FOUND,
+            unknown_namespace
+        ));
+        assert!(!is_transient(
+            reqwest::StatusCode::BAD_REQUEST,
+            r#"{"code":3}"#
+        ));
     }
 
     #[test]
