@@ -200,12 +200,12 @@ impl ImportReport {
         }
         for collision in &self.collisions {
             let mark = if collision.fails { "✗" } else { "⚠" };
+            // The detail names the winner: the file `import` loaded and its distribution.
             let _ = write!(
                 text,
-                "\n    {mark} collision `{}` between {}: wins {}; {}",
+                "\n    {mark} collision `{}` between {}: {}",
                 collision.name,
                 collision.distributions.join(" and "),
-                collision.winner.as_deref().unwrap_or("none"),
                 collision.detail
             );
         }
@@ -216,11 +216,15 @@ impl ImportReport {
     pub fn failure_message(&self, pyproject: &Path) -> String {
         let mut text = String::from("the import check failed:");
         for failure in &self.failures {
-            let _ = write!(
-                text,
-                "\n  {} {}: {}",
-                failure.check, failure.module, failure.error
-            );
+            // A collision's detail is on its own line above.
+            let _ = match failure.check.as_str() {
+                "collision" => write!(
+                    text,
+                    "\n  collision `{}`, as collisions = \"fail\" says",
+                    failure.module
+                ),
+                check => write!(text, "\n  {check} {}: {}", failure.module, failure.error),
+            };
         }
         let pyproject = pyproject.display();
         if self.failures.iter().any(|f| f.check != "collision") {
@@ -398,7 +402,7 @@ mod tests {
         assert_eq!(
             report.lines(false),
             "102 distributions, 252 modules imported in 1.66s, shared namespace packages google, langgraph, \
-             skipped pip\n    ⚠ collision `multipart` between multipart and python-multipart: wins multipart; \
+             skipped pip\n    ⚠ collision `multipart` between multipart and python-multipart: \
              a module and a package: multipart.py (multipart), multipart/ (python-multipart); `import multipart` \
              finds multipart/__init__.py of python-multipart, which loads multipart.py of multipart; \
              `from multipart import MultipartSegment` works"
@@ -431,8 +435,8 @@ mod tests {
         let message = report.failure_message(Path::new("runner/pyproject.toml"));
         assert_eq!(
             message,
-            "the import check failed:\n  import redis: ImportError: no\n  collision multipart: owned by \
-             multipart, python-multipart\nfix the dependency in runner/pyproject.toml (or, for a module that \
+            "the import check failed:\n  import redis: ImportError: no\n  collision `multipart`, as \
+             collisions = \"fail\" says\nfix the dependency in runner/pyproject.toml (or, for a module that \
              acts when imported, add it to `skip` in [tool.stigmer.import-check] there), then run `cargo xtask \
              dev` again\nremove one of the colliding distributions from runner/pyproject.toml, or accept the \
              collision by adding its name to `allowed-collisions` in [tool.stigmer.import-check] there, then run \
