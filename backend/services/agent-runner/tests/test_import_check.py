@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import zipfile
@@ -25,6 +26,7 @@ from agent_runner.import_check import (
     Clash,
     Collision,
     Failure,
+    Options,
     Policy,
     Winner,
     collision_failures,
@@ -338,10 +340,9 @@ def test_partition_keeps_neighbours_together() -> None:
 
 
 def test_arguments_carry_the_policy() -> None:
-    policy, jobs = parse_arguments(["--collisions", "fail", "--allow", "multipart", "--skip", "a", "--skip", "b.c"])
-    assert policy == Policy(True, frozenset({"multipart"}), frozenset({"a", "b.c"}))
-    assert jobs == 1
-    assert parse_arguments(["--jobs", "2"]) == (Policy(), 2)
+    options = parse_arguments(["--collisions", "fail", "--allow", "multipart", "--skip", "a", "--skip", "b.c"])
+    assert options == Options(Policy(True, frozenset({"multipart"}), frozenset({"a", "b.c"})), 1, 100)
+    assert parse_arguments(["--jobs", "2", "--deadline", "5"]) == Options(Policy(), 2, 5)
     with pytest.raises(SystemExit):
         parse_arguments(["--collisions", "maybe"])
 
@@ -480,6 +481,21 @@ def test_collisions_fail_when_the_project_says_so_except_allowed_ones(tmp_path: 
     assert [(c["name"], c["fails"]) for c in report["collisions"]] == [("clash", False), ("shared_mod", True)]
     code, report, _ = run_check(tmp_path, [site], "--skip", "sideeffect")
     assert (code, report["ok"], report["failures"]) == (0, True, [])
+
+
+def test_a_module_that_hangs_while_imported_ends_the_check_at_its_deadline(tmp_path: Path) -> None:
+    site = tmp_path / "site-packages"
+    install(site, "hangs", {"hangs.py": "import time\ntime.sleep(60)\n"})
+    finished = subprocess.run(
+        [sys.executable, "-S", "-m", "agent_runner.import_check", "--deadline", "1"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(SRC)])},
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert finished.returncode == -signal.SIGALRM
+    assert finished.stdout == b""
 
 
 def copy_installed(site: Path, name: str) -> None:

@@ -27,6 +27,7 @@ import importlib.util
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -57,6 +58,9 @@ PROBES: dict[str, str] = {"multipart": "from multipart import MultipartSegment"}
 # and the result is cached per image anyway. Measured in the report of issue 9.
 DEFAULT_JOBS = 1
 ALONE_TIMEOUT_SECONDS = 60
+# A module that hangs while imported must not hold `cargo xtask dev`: past this, SIGALRM
+# ends the check (exit 142 through `docker exec`). xtask waits a little longer.
+DEFAULT_DEADLINE_SECONDS = 100
 
 
 @dataclass(frozen=True)
@@ -306,15 +310,23 @@ def find_winner(clash: Clash, by_name: Mapping[str, Distribution]) -> Winner:
 # --- the command -------------------------------------------------------------------
 
 
-def parse_arguments(argv: Sequence[str]) -> tuple[Policy, int]:
+@dataclass(frozen=True)
+class Options:
+    policy: Policy
+    jobs: int = DEFAULT_JOBS
+    deadline_seconds: int = DEFAULT_DEADLINE_SECONDS
+
+
+def parse_arguments(argv: Sequence[str]) -> Options:
     parser = argparse.ArgumentParser(prog="python -m agent_runner.import_check")
     parser.add_argument("--collisions", choices=("warn", "fail"), default="warn")
     parser.add_argument("--allow", action="append", default=[], metavar="NAME", help="a collision that never fails")
     parser.add_argument("--skip", action="append", default=[], metavar="MODULE", help="never imported, nor below it")
     parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS, help="importing processes")
+    parser.add_argument("--deadline", type=int, default=DEFAULT_DEADLINE_SECONDS, metavar="SECONDS")
     options = parser.parse_args(argv)
     policy = Policy(options.collisions == "fail", frozenset(options.allow), frozenset(options.skip))
-    return policy, max(1, options.jobs)
+    return Options(policy, max(1, options.jobs), max(1, options.deadline))
 
 
 def run(policy: Policy, jobs: int) -> dict[str, object]:
@@ -344,15 +356,17 @@ def run(policy: Policy, jobs: int) -> dict[str, object]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    policy, jobs = parse_arguments(sys.argv[1:] if argv is None else argv)
+    options = parse_arguments(sys.argv[1:] if argv is None else argv)
+    signal.alarm(options.deadline_seconds)
     # Modules may print while imported, from Python or from C: stdout carries only
     # the report, so file descriptor 1 points at stderr until the report is written.
     sys.stdout.flush()
     report_fd = os.dup(1)
     os.dup2(2, 1)
     try:
-        report = run(policy, jobs)
+        report = run(options.policy, options.jobs)
     finally:
+        signal.alarm(0)
         sys.stdout.flush()
         os.dup2(report_fd, 1)
         os.close(report_fd)
