@@ -149,10 +149,20 @@ pub struct ImportReport {
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct ImportFailure {
-    /// `import`, `import-order` (imports alone, not after the others) or `collision`.
-    pub check: String,
+    pub check: FailedCheck,
     pub module: String,
     pub error: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailedCheck {
+    /// The module does not import, even alone in a fresh interpreter.
+    Import,
+    /// The module imports alone but not after the modules imported before it.
+    ImportOrder,
+    /// A collision, failing because the policy says `collisions = "fail"`.
+    Collision,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -216,25 +226,33 @@ impl ImportReport {
     pub fn failure_message(&self, pyproject: &Path) -> String {
         let mut text = String::from("the import check failed:");
         for failure in &self.failures {
-            // A collision's detail is on its own line above.
-            let _ = match failure.check.as_str() {
-                "collision" => write!(
+            let _ = match failure.check {
+                // Its detail is on the collision's own line above.
+                FailedCheck::Collision => write!(
                     text,
                     "\n  collision `{}`, as collisions = \"fail\" says",
                     failure.module
                 ),
-                check => write!(text, "\n  {check} {}: {}", failure.module, failure.error),
+                FailedCheck::Import => {
+                    write!(text, "\n  import {}: {}", failure.module, failure.error)
+                }
+                FailedCheck::ImportOrder => write!(
+                    text,
+                    "\n  import {} after others: {}",
+                    failure.module, failure.error
+                ),
             };
         }
         let pyproject = pyproject.display();
-        if self.failures.iter().any(|f| f.check != "collision") {
+        let failed = |check: FailedCheck| self.failures.iter().any(|f| f.check == check);
+        if failed(FailedCheck::Import) || failed(FailedCheck::ImportOrder) {
             let _ = write!(
                 text,
                 "\nfix the dependency in {pyproject} (or, for a module that acts when imported, add it to \
                  `skip` in {POLICY_TABLE} there), then run `cargo xtask dev` again"
             );
         }
-        if self.failures.iter().any(|f| f.check == "collision") {
+        if failed(FailedCheck::Collision) {
             let _ = write!(
                 text,
                 "\nremove one of the colliding distributions from {pyproject}, or accept the collision by \
@@ -419,12 +437,12 @@ mod tests {
         report.collisions[0].fails = true;
         report.failures = vec![
             ImportFailure {
-                check: "import".into(),
+                check: FailedCheck::Import,
                 module: "redis".into(),
                 error: "ImportError: no".into(),
             },
             ImportFailure {
-                check: "collision".into(),
+                check: FailedCheck::Collision,
                 module: "multipart".into(),
                 error: "owned by multipart, python-multipart".into(),
             },
@@ -442,6 +460,17 @@ mod tests {
              collision by adding its name to `allowed-collisions` in [tool.stigmer.import-check] there, then run \
              `cargo xtask dev` again"
         );
+    }
+
+    #[test]
+    fn failure_kinds_are_read_by_name() {
+        let failure: ImportFailure = serde_json::from_str(
+            r#"{"check": "import-order", "module": "setuptools", "error": "AssertionError: x"}"#,
+        )
+        .unwrap();
+        assert_eq!(failure.check, FailedCheck::ImportOrder);
+        let unknown = r#"{"check": "imports", "module": "m", "error": "e"}"#;
+        assert!(serde_json::from_str::<ImportFailure>(unknown).is_err());
     }
 
     #[test]
