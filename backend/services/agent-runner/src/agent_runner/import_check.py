@@ -52,10 +52,13 @@ OWN_PACKAGE = "agent_runner"
 OWN_ENTRY_POINTS = ("agent_runner.__main__", "agent_runner.import_check")
 # The statement that broke the seed, run whenever its name collides.
 PROBES: dict[str, str] = {"multipart": "from multipart import MultipartSegment"}
-# One process: on this project's 2-core machines two forked importers saved about
-# 10% when the machine was idle and cost up to twice the time when it was busy
-# (the container's own service starts at the same moment), threads never helped,
-# and the result is cached per image anyway. Measured in the report of issue 9.
+# One process. Measured in the runner image with ~100 distributions (248 modules) on
+# this project's 2-core machines: one process spends 1.25-1.4 s of CPU importing; two
+# forked processes spend 1.75 s (contiguous chunks) to 2.2 s (round-robin), because
+# shared dependencies such as pydantic and langchain_core load in both, so on idle
+# cores they shorten the critical path by 0.2 s at most, and on busy ones (the
+# service starts beside the check) they were slower: median 3.35 s against 2.68 s at
+# load 5; two threads, 2.92 s (the GIL). The result is cached per image anyway.
 DEFAULT_JOBS = 1
 ALONE_TIMEOUT_SECONDS = 60
 # A module that hangs while imported must not hold `cargo xtask dev`: past this, SIGALRM
