@@ -155,18 +155,17 @@ fn imports_in_image(docker: &Docker, project: &Project) -> Result<String> {
     }
     let mut exec = args(["exec", container]);
     exec.extend(policy.command());
-    let finished = docker
-        .capture_within(&exec, IMPORT_CHECK_TIMEOUT)?
-        .filter(|captured| captured.code != Some(IMPORT_CHECK_DEADLINE_EXIT));
-    let Some(captured) = finished else {
-        bail!(
-            "the import check did not finish in time: a module hangs while imported. \
-             Find it with `docker exec {container} python -X importtime -m agent_runner.import_check`, \
-             then add it to `skip` in {} of {}",
-            import_check::POLICY_TABLE,
-            pyproject.display()
-        );
+    let Some(captured) = docker.capture_within(&exec, IMPORT_CHECK_TIMEOUT)? else {
+        bail!(import_check::deadline_message(container, None, &pyproject));
     };
+    if captured.code == Some(IMPORT_CHECK_DEADLINE_EXIT) {
+        let location = import_check::hang_location(&captured.stderr);
+        bail!(import_check::deadline_message(
+            container,
+            location.as_deref(),
+            &pyproject
+        ));
+    }
     let report = import_check::ImportReport::parse(&captured.stdout).with_context(|| {
         format!(
             "the import check printed no report (exit {:?}): {}{}",

@@ -496,6 +496,8 @@ def test_a_module_that_hangs_while_imported_ends_the_check_at_its_deadline(tmp_p
     )
     assert finished.returncode == -signal.SIGALRM
     assert finished.stdout == b""
+    # Where it hung, most recent call first, for xtask to show.
+    assert f'File "{site / "hangs.py"}", line 2 in <module>' in finished.stderr.decode()
 
 
 def copy_installed(site: Path, name: str) -> None:

@@ -21,6 +21,7 @@ reports, and exits 0 when nothing failed, 1 otherwise, 2 on bad arguments.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
 import importlib.metadata
 import importlib.util
@@ -61,8 +62,10 @@ PROBES: dict[str, str] = {"multipart": "from multipart import MultipartSegment"}
 # load 5; two threads, 2.92 s (the GIL). The result is cached per image anyway.
 DEFAULT_JOBS = 1
 ALONE_TIMEOUT_SECONDS = 60
-# A module that hangs while imported must not hold `cargo xtask dev`: past this, SIGALRM
-# ends the check (exit 142 through `docker exec`). xtask waits a little longer.
+# A module that hangs while imported must not hold `cargo xtask dev`: at the deadline the
+# stack of every thread goes to stderr (faulthandler's watchdog thread, which works even
+# when the hang is inside C code), and a second later SIGALRM ends the check: exit 142
+# through `docker exec`. xtask waits a little longer and shows where it hung.
 DEFAULT_DEADLINE_SECONDS = 100
 
 
@@ -360,7 +363,8 @@ def run(policy: Policy, jobs: int) -> dict[str, object]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_arguments(sys.argv[1:] if argv is None else argv)
-    signal.alarm(options.deadline_seconds)
+    faulthandler.dump_traceback_later(options.deadline_seconds)
+    signal.alarm(options.deadline_seconds + 1)
     # Modules may print while imported, from Python or from C: stdout carries only
     # the report, so file descriptor 1 points at stderr until the report is written.
     sys.stdout.flush()
@@ -369,6 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = run(options.policy, options.jobs)
     finally:
+        faulthandler.cancel_dump_traceback_later()
         signal.alarm(0)
         sys.stdout.flush()
         os.dup2(report_fd, 1)
