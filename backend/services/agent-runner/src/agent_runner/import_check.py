@@ -254,9 +254,15 @@ def import_all(modules: list[str], jobs: int) -> list[tuple[str, str | None]]:
 def imports_alone(module: str) -> bool:
     """Whether `module` imports in a fresh interpreter, where nothing was imported first."""
     code = "import importlib, sys, warnings; warnings.simplefilter('ignore'); importlib.import_module(sys.argv[1])"
+    # The same interpreter flags that shape sys.path (-S, -I, -E), so "alone" means the same installation.
+    flags = [
+        flag
+        for flag, on in (("-S", sys.flags.no_site), ("-I", sys.flags.isolated), ("-E", sys.flags.ignore_environment))
+        if on
+    ]
     try:
         finished = subprocess.run(
-            [sys.executable, "-c", code, module],
+            [sys.executable, *flags, "-c", code, module],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
