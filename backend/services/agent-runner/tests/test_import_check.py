@@ -483,6 +483,29 @@ def test_collisions_fail_when_the_project_says_so_except_allowed_ones(tmp_path: 
     assert (code, report["ok"], report["failures"]) == (0, True, [])
 
 
+def test_a_module_broken_only_by_one_imported_before_it_is_an_order_failure(tmp_path: Path) -> None:
+    site = tmp_path / "site-packages"
+    # Imported first (sorted): blocks zzz_dep for everything imported after it.
+    install(site, "aaa-breaker", {"aaa_breaker.py": "import sys\nsys.modules['zzz_dep'] = None\n"})
+    install(site, "zzz-victim", {"zzz_victim.py": "import zzz_dep\n", "zzz_dep.py": ""})
+    code, report, _ = run_check(tmp_path, [site])
+    assert code == 1
+    assert report["failures"] == [
+        {
+            "check": "import-order",
+            "module": "zzz_dep",
+            "error": "ModuleNotFoundError: import of zzz_dep halted; None in sys.modules "
+            "(it imports alone: a module imported before it breaks it)",
+        },
+        {
+            "check": "import-order",
+            "module": "zzz_victim",
+            "error": "ModuleNotFoundError: import of zzz_dep halted; None in sys.modules "
+            "(it imports alone: a module imported before it breaks it)",
+        },
+    ]
+
+
 def test_a_module_that_hangs_while_imported_ends_the_check_at_its_deadline(tmp_path: Path) -> None:
     site = tmp_path / "site-packages"
     install(site, "hangs", {"hangs.py": "import time\ntime.sleep(60)\n"})
