@@ -57,9 +57,10 @@ PROBES: dict[str, str] = {"multipart": "from multipart import MultipartSegment"}
 # this project's 2-core machines: one process spends 1.25-1.4 s of CPU importing; two
 # forked processes spend 1.75 s (contiguous chunks) to 2.2 s (round-robin), because
 # shared dependencies such as pydantic and langchain_core load in both, so on idle
-# cores they shorten the critical path by 0.2 s at most, and on busy ones (the
-# service starts beside the check) they were slower: median 3.35 s against 2.68 s at
-# load 5; two threads, 2.92 s (the GIL). The result is cached per image anyway.
+# cores they shorten the critical path by 0.2 s at most (best runs 1.23 s against
+# 1.49 s), and on busy ones (the service starts beside the check) they were slower:
+# median 3.35 s against 2.68 s at load 5. Two threads stayed within noise of one
+# process (the GIL serialises the imports). The result is cached per image anyway.
 DEFAULT_JOBS = 1
 ALONE_TIMEOUT_SECONDS = 60
 # A module that hangs while imported must not hold `cargo xtask dev`: at the deadline the
