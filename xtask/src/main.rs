@@ -10,6 +10,7 @@ mod ci;
 mod config;
 mod dev;
 mod image;
+mod import_check;
 mod logs;
 mod publish;
 mod smoke;

@@ -13,19 +13,20 @@ use runner_container::docker::{args, Docker};
 use runner_container::engine::check_engine;
 use runner_container::http::healthz;
 use runner_container::http::{self, Body};
-use runner_container::lifecycle::log_tail;
+use runner_container::inspect::ContainerState;
+use runner_container::lifecycle::{inspect_container, log_tail};
 use runner_container::progress::{seconds, Progress};
 use runner_container::server_api::Api;
 use xshell::Shell;
 
-use crate::Project;
+use crate::{import_check, Project};
 
 type Check = fn(&Docker, &Project) -> Result<String>;
 
 /// Checks that need only the running container: started as soon as it runs, while the
 /// service is still starting.
 const IMAGE_CHECKS: [(&str, Check); 1] = [(
-    "every installed module imports, no top-level name owned twice",
+    "every installed module imports, collisions reported by name",
     imports_in_image,
 )];
 
@@ -131,30 +132,63 @@ fn health_from_host(_: &Docker, project: &Project) -> Result<String> {
     ))
 }
 
+/// How long xtask waits for the import check: a little past the check's own deadline
+/// (100 s, after which SIGALRM ends it inside the container, exit 128 + 14).
+const IMPORT_CHECK_TIMEOUT: Duration = Duration::from_secs(110);
+const IMPORT_CHECK_DEADLINE_EXIT: i32 = 142;
+
+/// Runs `python -m agent_runner.import_check` in the container with the project's policy,
+/// once per image and policy: a passed report is kept on the host and read back next time.
 fn imports_in_image(docker: &Docker, project: &Project) -> Result<String> {
-    let captured = docker.capture(&args([
-        "exec",
-        &project.stack.runner.container_name,
-        "python",
-        "-m",
-        "agent_runner.import_check",
-    ]))?;
-    let report: serde_json::Value = serde_json::from_str(&captured.stdout).with_context(|| {
+    let pyproject = project.runner_dir.join("pyproject.toml");
+    let policy = import_check::read_policy(&project.runner_dir)?;
+    let container = &project.stack.runner.container_name;
+    let image_id = match inspect_container(docker, container)? {
+        ContainerState::Ours(found) | ContainerState::Foreign(found) => found.image_id,
+        ContainerState::Absent => {
+            bail!("the container {container} is not there: run `cargo xtask dev` to start it")
+        }
+    };
+    let cache = import_check::cache_path(&project.cache_dir(), &image_id, &policy);
+    if let Some(report) = import_check::cached_report(&cache) {
+        return Ok(report.lines(true));
+    }
+    let mut exec = args(["exec", container]);
+    exec.extend(policy.command());
+    let Some(captured) = docker.capture_within(&exec, IMPORT_CHECK_TIMEOUT)? else {
+        bail!(import_check::deadline_message(container, None, &pyproject));
+    };
+    if captured.code == Some(IMPORT_CHECK_DEADLINE_EXIT) {
+        let location = import_check::hang_location(&captured.stderr);
+        bail!(import_check::deadline_message(
+            container,
+            location.as_deref(),
+            &pyproject
+        ));
+    }
+    let report = import_check::ImportReport::parse(&captured.stdout).with_context(|| {
         format!(
-            "the import check printed no report: {}{}",
+            "the import check printed no report (exit {:?}): {}{}",
+            captured.code,
             captured.stdout,
             captured.stderr_tail()
         )
     })?;
     ensure!(
-        captured.success && report["ok"] == true,
-        "the import check failed: {}",
-        report["failures"]
+        captured.success == report.ok,
+        "the import check exited {:?} with a report that says ok = {}",
+        captured.code,
+        report.ok
     );
-    Ok(format!(
-        "{} distributions, {} modules",
-        report["distributions"], report["modules_imported"]
-    ))
+    if !report.ok {
+        bail!(
+            "{}\n{}",
+            report.lines(false),
+            report.failure_message(&pyproject)
+        );
+    }
+    import_check::keep_report(&cache, &report)?;
+    Ok(report.lines(false))
 }
 
 fn multipart_upload(_: &Docker, project: &Project) -> Result<String> {
