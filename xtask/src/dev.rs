@@ -41,18 +41,18 @@ impl Dev {
             },
         };
         progress.phase("Building stigmer", |_| build_binaries(sh, project))?;
+        // The in-image checks need only the running container: they overlap the service's start.
+        let image_checks = std::cell::OnceCell::new();
         let request = UpRequest {
             engine: &engine,
             image: &image,
             program: project.stigmer_program()?,
             replace_outdated_server: true,
             host_user: project.host_user,
+            on_runner_started: &|| {
+                let _ = image_checks.set(smoke::start_image_checks(project));
+            },
         };
-        // The image checks need only the image: with a new one they overlap the stack's start.
-        let image_checks = plan
-            .decision
-            .needs_build()
-            .then(|| smoke::start_image_checks(project));
         let report = stack::up(&project.stack, &docker, &request, &lock, &mut progress)?;
         if let Some(ready) = report.runner_ready_after {
             progress.note(&format!(
@@ -68,7 +68,7 @@ impl Dev {
         }
         // A run killed before its checks leaves a container nobody checked: check it now.
         if report.started_something() || !smoke::was_checked(project, report.runner.id()) {
-            smoke::run_checks(&docker, project, &mut progress, image_checks)?;
+            smoke::run_checks(&docker, project, &mut progress, image_checks.into_inner())?;
             smoke::mark_checked(project, report.runner.id())?;
         }
         progress.summary();

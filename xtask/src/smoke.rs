@@ -104,7 +104,7 @@ pub fn run_checks(
         let mut failed = Vec::new();
         for (name, outcome) in outcomes {
             match outcome {
-                Ok(detail) => phase.line(&format!("✓ {name}: {detail}")),
+                Ok(detail) => phase.report(&format!("✓ {name}: {detail}")),
                 Err(err) => {
                     eprintln!("✗ smoke check failed: {name}: {err:#}");
                     failed.push(name);

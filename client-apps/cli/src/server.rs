@@ -67,6 +67,7 @@ pub fn start(config: &StackConfig, restart: bool) -> Result<()> {
         program,
         replace_outdated_server: false,
         host_user: HostUser::current(),
+        on_runner_started: &|| {},
     };
     let report = stack::up(config, &docker, &request, &lock, &mut progress)?;
     if let Some(ready) = report.runner_ready_after {

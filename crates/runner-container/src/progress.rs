@@ -18,10 +18,19 @@ pub struct Phase {
 }
 
 impl Phase {
-    /// A line of detail: the spinner's message on a terminal, a log line otherwise.
+    /// A line of passing detail (a build's output): the spinner's message on a terminal,
+    /// replaced by the next one; a log line otherwise.
     pub fn line(&self, text: &str) {
         match &self.spinner {
             Some(spinner) => spinner.set_message(text.chars().take(100).collect::<String>()),
+            None => eprintln!("{}     {text}", timestamp()),
+        }
+    }
+
+    /// A line that stays (a check's result): printed above the spinner on a terminal.
+    pub fn report(&self, text: &str) {
+        match &self.spinner {
+            Some(spinner) => spinner.println(format!("    {text}")),
             None => eprintln!("{}     {text}", timestamp()),
         }
     }

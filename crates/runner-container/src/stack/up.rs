@@ -32,6 +32,9 @@ pub struct UpRequest<'a> {
     /// Replace a running server whose binary is older than `program` (the dev loop rebuilt it).
     pub replace_outdated_server: bool,
     pub host_user: HostUser,
+    /// Called once a new container runs, before its service answers: work that needs only the
+    /// container (the dev loop's in-image checks) overlaps the service's start.
+    pub on_runner_started: &'a dyn Fn(),
 }
 
 /// What happened to one host process.
@@ -200,6 +203,7 @@ fn start_all(
     }
     started.runner = runner.started_something().then(|| spec.name.clone());
     let ready_after = if runner.started_something() {
+        (request.on_runner_started)();
         Some(progress.phase("Waiting for agent runner", |_| {
             lifecycle::wait_until_ready(docker, &spec, RUNNER_READY_TIMEOUT)
         })?)
