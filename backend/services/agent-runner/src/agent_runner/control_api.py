@@ -1,32 +1,35 @@
-"""The control API: `GET /healthz` and `POST /v1/uploads`.
+"""The control API: `GET /healthz` and `POST /v1/uploads`, served on a socket it is given.
 
 Loopback only: with host networking it binds the host's loopback, so nothing
 outside the machine can reach it; with bridge networking (Docker Desktop) it binds
-0.0.0.0 inside the container and docker publishes it on the host's 127.0.0.1 only. Stdlib `ThreadingHTTPServer` keeps the runtime
-small; uploads are delegated to `uploads`.
+0.0.0.0 inside the container and docker publishes it on the host's 127.0.0.1 only.
+
+The listening socket is made once by the supervisor and inherited by every runner
+it forks, so a reloaded runner answers on the same port while the old one stops
+accepting: the server here never binds, it serves the socket it is handed. Stdlib
+`ThreadingHTTPServer` (a thread per request, so a slow upload never delays a health
+probe); the health body comes from a callable, uploads are delegated to `uploads`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import time
+import socket
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from agent_runner.uploads import UploadError, receive_upload
-from agent_runner.worker import BackendStatus
 
 log = logging.getLogger(__name__)
+
+HealthBody = Callable[[], dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class ControlSettings:
-    backend_endpoint: str
-    task_queue: str
     workspace_root: Path
     max_upload_bytes: int
 
@@ -34,11 +37,15 @@ class ControlSettings:
 class ControlServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, host: str, port: int, settings: ControlSettings, status: BackendStatus) -> None:
+    def __init__(self, listening: socket.socket, settings: ControlSettings, health: HealthBody) -> None:
         self.settings = settings
-        self.status = status
-        self.started_at = time.monotonic()
-        super().__init__((host, port), ControlHandler)
+        self.health = health
+        # bind_and_activate=False: no bind, no listen, and no `getfqdn` lookup
+        # (HTTPServer.server_bind does one); the inherited socket replaces the new one.
+        super().__init__(listening.getsockname()[:2], ControlHandler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = listening
+        self.server_address = listening.getsockname()[:2]
 
 
 class ControlHandler(BaseHTTPRequestHandler):
@@ -47,7 +54,7 @@ class ControlHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path.split("?", 1)[0] == "/healthz":
-            self._send_json(200, self._health())
+            self._send_json(200, self.server.health())
         else:
             self._send_json(404, {"error": f"no route for GET {self.path}"})
 
@@ -88,21 +95,6 @@ class ControlHandler(BaseHTTPRequestHandler):
             self._send_json(413, {"error": error}, close=True)
             return False
         return super().handle_expect_100()
-
-    def _health(self) -> dict[str, Any]:
-        reachable, last_error = self.server.status.snapshot()
-        settings = self.server.settings
-        return {
-            "status": "ok",
-            "uptime_seconds": round(time.monotonic() - self.server.started_at, 3),
-            "backend": {
-                "endpoint": settings.backend_endpoint,
-                "reachable": reachable,
-                "last_error": last_error,
-            },
-            "uid": os.getuid(),
-            "task_queue": settings.task_queue,
-        }
 
     def _send_json(self, status: int, body: dict[str, Any], close: bool = False) -> None:
         payload = json.dumps(body).encode()
