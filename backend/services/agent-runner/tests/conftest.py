@@ -218,6 +218,62 @@ def backend() -> Iterator[FakeBackend]:
     server.server_close()
 
 
+class FakeOllama(ThreadingHTTPServer):
+    """`/api/tags` and `/api/generate`; each generate waits the next of `delays` (default 0) first."""
+
+    daemon_threads = True
+
+    def __init__(self, answer: str, delays: list[float] | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), FakeOllamaHandler)
+        self.answer = answer
+        self.delays = list(delays or [])
+        self.prompts: list[str] = []
+        self.lock = threading.Lock()
+        self.released = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class FakeOllamaHandler(BaseHTTPRequestHandler):
+    server: FakeOllama
+
+    def do_GET(self) -> None:
+        self._reply({"models": [{"name": "llama3.2"}]})
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with self.server.lock:
+            self.server.prompts.append(body["prompt"])
+            delay = self.server.delays.pop(0) if self.server.delays else 0.0
+        self.server.released.wait(delay)
+        self._reply({"response": self.server.answer})
+
+    def _reply(self, body: dict[str, Any]) -> None:
+        payload = json.dumps(body).encode()
+        try:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except OSError:
+            pass  # the runner that asked was killed meanwhile
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def ollama() -> Iterator[FakeOllama]:
+    server = FakeOllama("1. app/main.py:4 prints in production code")
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield server
+    server.released.set()
+    server.shutdown()
+    server.server_close()
+
+
 # --- the control API in-process ---------------------------------------------------------
 
 

@@ -1,9 +1,10 @@
 """One runner process: the control API on the inherited socket, the Temporal worker, a clean stop.
 
 The supervisor forks a child and calls `run` in it, after importing this module
-afresh from the current source. `run` reads the configuration, serves `/healthz`
-and uploads, connects to Temporal (retrying while it is away), then calls
-`on_ready`; only then does the supervisor retire the previous runner.
+afresh from the current source. `run` reads the configuration, connects to
+Temporal (going on while it is away, retrying in the background), calls
+`on_ready` and starts serving `/healthz` and uploads on the inherited socket; only
+then does the supervisor retire the previous runner.
 
 Stopping is an asyncio affair: SIGTERM/SIGINT are handled with
 `loop.add_signal_handler`, which wakes the loop through its wakeup fd whichever
@@ -56,6 +57,8 @@ def run(listen_fd: int, generation: int, on_ready: Callable[[], None]) -> int:
         log.error("❌ invalid configuration: %s", error)
         return 2
     logging.getLogger().setLevel(config.logging_level)
+    # httpx logs every request at INFO: one line per progress event and health probe.
+    logging.getLogger("httpx").setLevel(max(config.logging_level, logging.WARNING))
     try:
         config.workspace_root.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -105,8 +108,6 @@ async def _serve(config: Config, listening: socket.socket, generation: int, on_r
         ControlSettings(workspace_root=config.workspace_root, max_upload_bytes=config.max_upload_bytes),
         health.body,
     )
-    serving = threading.Thread(target=server.serve_forever, args=(ACCEPT_POLL_SECONDS,), name="control-api", daemon=True)
-    serving.start()
     log.info(
         "🚀 Stigmer Agent Runner - %s Mode (generation %d, pid %d, uid %d)",
         config.mode.upper(),
@@ -126,16 +127,24 @@ async def _serve(config: Config, listening: socket.socket, generation: int, on_r
     )
 
     worker_task = asyncio.create_task(temporal.run(), name="temporal-worker")
+    serving: threading.Thread | None = None
     try:
         await _first_connect_or_stop(temporal, worker_task, stop)
         if not stop.is_set():
             on_ready()
+            # Served only from here: a runner that shows its generation on /healthz
+            # is one the supervisor has accepted (one that fails before this point
+            # never appears, and the previous runner goes on answering).
+            serving = threading.Thread(
+                target=server.serve_forever, args=(ACCEPT_POLL_SECONDS,), name="control-api", daemon=True
+            )
+            serving.start()
         watch = asyncio.create_task(_stop_when_orphaned(stop), name="parent-watch")
         await stop.wait()
         watch.cancel()
     finally:
         # Health first: from here on the new runner (which shares the socket) answers.
-        await asyncio.to_thread(_close_server, server)
+        await asyncio.to_thread(_close_server, server, serving is not None)
         await temporal.stop()
         worker_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -179,6 +188,7 @@ def _request_stop(signum: int, stop: asyncio.Event) -> None:
     stop.set()
 
 
-def _close_server(server: ControlServer) -> None:
-    server.shutdown()
+def _close_server(server: ControlServer, serving: bool) -> None:
+    if serving:  # shutdown() waits for serve_forever to return: it must have started
+        server.shutdown()
     server.server_close()

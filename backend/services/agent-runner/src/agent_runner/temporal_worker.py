@@ -148,6 +148,12 @@ class TemporalWorker:
             workflows=[ExecuteAgent],
             activities=[self.activities.run_agent],
             max_concurrent_activities=AGENT_THREADS,
+            # No workflow cache, hence no sticky task queue: after a runner is killed,
+            # the workflow task that follows its retried activity would otherwise wait
+            # out the sticky schedule-to-start timeout (10 s) on the dead runner's queue.
+            # ExecuteAgent's history is a dozen events; replaying it costs nothing.
+            # https://docs.temporal.io/sticky-execution
+            max_cached_workflows=0,
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
             # Without it the SDK hashes the bytecode of every loaded module to make
             # one, about a second per start: the whole reload budget.
