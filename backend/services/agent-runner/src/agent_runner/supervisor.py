@@ -281,8 +281,8 @@ class Supervisor:
         code = CHILD_INTERNAL_ERROR
         try:
             signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGTERM, _exit_cleanly)
-            signal.signal(signal.SIGINT, _exit_cleanly)
+            signal.signal(signal.SIGTERM, _exit_during_start)
+            signal.signal(signal.SIGINT, _exit_during_start)
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             self.wakeup_read.close()
@@ -484,7 +484,8 @@ class Supervisor:
                 self.exit_code = 2
                 self.stopping = True
                 return
-            self._schedule_restart(crashed=True)
+            # Exit 0 before ready: someone stopped it (SIGTERM); start another at once.
+            self._schedule_restart(crashed=code != 0 or runner.failed_start)
         if self.reload_requested:
             self.reload_requested = False
             self._reload()
@@ -643,9 +644,16 @@ def _wake_only(_signum: int, _frame: FrameType | None) -> None:
     """Python-level handler of the supervisor's signals: the wakeup fd does the work."""
 
 
-def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
-    """SIGTERM/SIGINT before the loop takes over (preload, a runner's start-up): exit 0 now."""
-    raise SystemExit(0)
+def _exit_during_start(signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM/SIGINT before the loop takes over (preload, a runner's start-up): exit 0 now.
+
+    `os._exit`, not `SystemExit`: the signal lands anywhere in third-party import
+    code, and some of it catches BaseException (we saw the exit swallowed, and
+    turned into exit code 1). Nothing needs cleaning up yet: no runner is forked, no
+    status written, and the kernel closes the sockets.
+    """
+    os.write(2, f"received {signal.Signals(signum).name} while starting, exiting\n".encode())
+    os._exit(0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -654,8 +662,10 @@ def main(argv: list[str] | None = None) -> int:
     if inherited is None:
         # Nothing to clean up yet: a stop during preload simply ends the process. A
         # reload asked for meanwhile is held back and honoured once the loop runs.
-        signal.signal(signal.SIGTERM, _exit_cleanly)
-        signal.signal(signal.SIGINT, _exit_cleanly)
+        # (Before this line, while the interpreter itself starts, SIGTERM still has
+        # its default action: the process ends by the signal, just as promptly.)
+        signal.signal(signal.SIGTERM, _exit_during_start)
+        signal.signal(signal.SIGINT, _exit_during_start)
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     try:
         config = Config.from_env(os.environ)
@@ -666,12 +676,13 @@ def main(argv: list[str] | None = None) -> int:
     if "--check" in args:
         return 0  # imported and configured: a re-exec into this version will start
     logging.basicConfig(level=config.logging_level, format=LOG_FORMAT)
+    log.info("supervisor pid %d starting%s", os.getpid(), " (re-executed)" if inherited is not None else "")
     try:
         seconds = preload()
     except PreloadError as error:
         log.error("❌ %s", error)
         return 1
-    log.info("supervisor pid %d: preloaded %d modules in %.2f s", os.getpid(), len(PRELOAD_MODULES), seconds)
+    log.info("preloaded %d modules in %.2f s", len(PRELOAD_MODULES), seconds)
     if inherited is not None:
         listening = socket.socket(fileno=inherited.listen_fd)
         os.set_inheritable(inherited.listen_fd, False)

@@ -97,14 +97,18 @@ class TemporalWorker:
         backoff = Backoff(*RECONNECT_BACKOFF)
         while not self._stopping:
             try:
-                client = await asyncio.wait_for(
-                    Client.connect(self.address, namespace=self.namespace), CONNECT_TIMEOUT_SECONDS
-                )
-            except (RuntimeError, OSError, asyncio.TimeoutError) as error:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                # cancellation that arrives as the connect completes, and the runner
+                # would then run a worker nobody stops. https://github.com/python/cpython/issues/86296
+                async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+                    client = await Client.connect(self.address, namespace=self.namespace)
+            except (RuntimeError, OSError, TimeoutError) as error:
                 reason = f"connect {self.address}: {_describe(error)}"
                 self._record_failure(reason, backoff)
                 await asyncio.sleep(backoff.next_delay())
                 continue
+            if self._stopping:
+                return  # stop() came while connecting: no worker to start, none to drain
             backoff.reset()
             # Built before it is marked connected: a broken workflow or activity
             # definition raises here, and a reload reports it instead of going ready.
