@@ -34,6 +34,11 @@ def connected(health: dict) -> bool:
     return health["temporal"]["connected"] and health["reload"] is not None
 
 
+def healthcheck(env: dict[str, str]) -> int:
+    """The image's HEALTHCHECK command, with the runner's environment."""
+    return subprocess.run([sys.executable, "-m", "agent_runner.healthcheck"], env=env, capture_output=True, timeout=10).returncode
+
+
 def edit(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text, f"{old!r} not in {path}"
@@ -63,6 +68,7 @@ def test_start_serves_health_runs_workflows_and_stops(
     assert health["reload"]["error"] is None
     # Preloaded, forked from, and still single-threaded.
     assert len(os.listdir(f"/proc/{supervisor.pid}/task")) == 1
+    assert healthcheck(supervisor.env) == 0
 
     queue = supervisor.env["STIGMER_TASK_QUEUE"]
     assert run_workflow(temporal_server.address, queue, {"execution_id": "exec-s1", "agent": "echo", "input": "hi"}) == "hi"
@@ -76,6 +82,7 @@ def test_start_serves_health_runs_workflows_and_stops(
     assert supervisor.stop() == 0
     assert time.monotonic() - started < 2
     assert process_state(runner) is None
+    assert healthcheck(supervisor.env) == 1
     log = supervisor.log()
     assert "received SIGTERM: stopping 1 runner(s)" in log
     assert "generation 1 (pid %d) exited with status 0" % runner in log

@@ -4,17 +4,17 @@
 bind-mounted read-only at /app) and in image mode (source baked in) alike.
 
 - Start: read the configuration (exit 2 when it is bad), import the heavy
-  third-party modules (`PRELOAD_MODULES`, about 1.5 s; never the runner's own
-  modules, never anything that starts a thread: forking a process with threads is
-  unsafe, and `/proc/self/task` is checked), create the health listening socket,
-  fork the first runner.
+  third-party modules (`PRELOAD_MODULES`, about 1.5 s; never the runner's modules,
+  `service` and what it imports, and never anything that starts a thread: forking
+  a process with threads is unsafe, and `/proc/self/task` is checked), create the
+  health listening socket, fork the first runner.
 - SIGHUP, reload: fork a new runner from this preloaded process; it imports the
-  current source afresh (`service`), connects, serves `/healthz` on the shared
-  socket and reports ready on a pipe. Only then is the old runner sent SIGTERM (it
-  stops accepting health requests, then drains). A new runner that crashes, or is
-  not ready within `READY_DEADLINE_SECONDS`, is killed and the old one keeps running.
-  When one of this process's own modules changed, it re-executes itself first
-  (after checking that the new version starts), keeping the socket and runners.
+  current source afresh (`runner_process`), connects, serves `/healthz` on the
+  shared socket and reports ready on a pipe. Only then is the old runner sent
+  SIGTERM (it stops accepting health requests, then drains). A new runner that
+  crashes, or is not ready within `READY_DEADLINE_SECONDS`, is killed and the old
+  one keeps running. When one of this process's own modules changed, it
+  re-executes itself first (`self_reexec`), keeping the socket and runners.
 - Every start's outcome goes to the reload status file (`reload_status`), which
   `/healthz` shows as `reload`.
 - SIGTERM/SIGINT: forwarded to the runners, waited for (`STOP_DEADLINE_SECONDS`,
@@ -32,26 +32,22 @@ https://docs.python.org/3/library/signal.html#signal.set_wakeup_fd
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import json
 import logging
 import os
 import selectors
 import signal
 import socket
-import subprocess
 import sys
 import time
-import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
 
-from agent_runner import reload_status
+from agent_runner import reload_status, runner_process, self_reexec
 from agent_runner.backoff import Backoff
 from agent_runner.config import Config, ConfigError
+from agent_runner.self_reexec import InheritedState
 
 log = logging.getLogger("agent_runner.supervisor")
 
@@ -75,8 +71,6 @@ PRELOAD_MODULES = (
     "langgraph.graph",
     "langgraph.runtime",
 )
-RUNNER_MODULE = "agent_runner.service"
-PACKAGE = "agent_runner"
 
 READY_DEADLINE_SECONDS = 10.0
 # The runner's graceful shutdown gives running agents 10 s (temporal_worker.GRACEFUL_SHUTDOWN);
@@ -84,13 +78,8 @@ READY_DEADLINE_SECONDS = 10.0
 DRAIN_DEADLINE_SECONDS = 15.0
 STOP_DEADLINE_SECONDS = 15.0
 RESTART_BACKOFF = (0.5, 5.0)
-CHECK_TIMEOUT_SECONDS = 30.0
-ERROR_TAIL_LINES = 12
-STATE_ENV = "STIGMER_SUPERVISOR_STATE"
 LISTEN_BACKLOG = 128
 HANDLED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD})
-# Exit code of a forked runner that failed before its own code could choose one.
-CHILD_INTERNAL_ERROR = 70
 
 
 class PreloadError(Exception):
@@ -116,40 +105,6 @@ class Runner:
         return f"generation {self.generation} (pid {self.pid})"
 
 
-@dataclass
-class InheritedState:
-    """What a supervisor hands to its re-executed self: the socket and the running runners."""
-
-    listen_fd: int
-    generation: int
-    current: tuple[int, int] | None
-    stopping_runners: list[tuple[int, int]] = field(default_factory=list)
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "listen_fd": self.listen_fd,
-                "generation": self.generation,
-                "current": self.current,
-                "stopping_runners": self.stopping_runners,
-            }
-        )
-
-    @classmethod
-    def take_from(cls, environ: dict[str, str] | os._Environ[str]) -> InheritedState | None:
-        raw = environ.pop(STATE_ENV, None)
-        if raw is None:
-            return None
-        data = json.loads(raw)
-        current = data.get("current")
-        return cls(
-            listen_fd=int(data["listen_fd"]),
-            generation=int(data["generation"]),
-            current=(int(current[0]), int(current[1])) if current else None,
-            stopping_runners=[(int(pid), int(gen)) for pid, gen in data.get("stopping_runners", [])],
-        )
-
-
 class Supervisor:
     def __init__(self, config: Config, listening: socket.socket, inherited: InheritedState | None) -> None:
         self.config = config
@@ -164,7 +119,7 @@ class Supervisor:
         self.ever_ready = False
         self.restart_at: float | None = None
         self.restart_backoff = Backoff(*RESTART_BACKOFF)
-        self.own_sources = own_source_digests()
+        self.own_sources = self_reexec.own_source_digests()
         self.selector = selectors.PollSelector()  # no kernel object a forked child could disturb
         self.wakeup_read, self.wakeup_write = socket.socketpair()
         self.exit_code = 0
@@ -237,7 +192,7 @@ class Supervisor:
         if self.starting is not None:
             self.reload_requested = True  # one more reload once this start is decided
             return
-        changed = self._changed_own_sources()
+        changed = self_reexec.changed_files(self.own_sources)
         if changed:
             self._reexec(changed)
             return
@@ -268,7 +223,13 @@ class Supervisor:
             return
         if pid == 0:
             os.close(read_fd)
-            self._become_runner(write_fd, generation)
+            runner_process.become_runner(
+                self.listening.fileno(),
+                write_fd,
+                generation,
+                (self.wakeup_read, self.wakeup_write),
+                HANDLED_SIGNALS,
+            )
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
@@ -276,33 +237,6 @@ class Supervisor:
         self.starting = Runner(pid, generation, now, ready_fd=read_fd, deadline=now + READY_DEADLINE_SECONDS)
         self.selector.register(read_fd, selectors.EVENT_READ)
         log.info("generation %d: %s, runner pid %d", generation, trigger, pid)
-
-    def _become_runner(self, ready_fd: int, generation: int) -> NoReturn:
-        code = CHILD_INTERNAL_ERROR
-        try:
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGTERM, _exit_during_start)
-            signal.signal(signal.SIGINT, _exit_during_start)
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            self.wakeup_read.close()
-            self.wakeup_write.close()
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
-            service = fresh_import(RUNNER_MODULE)
-            code = service.run(self.listening.fileno(), generation, lambda: _send(ready_fd, {"state": "ready"}))
-        except SystemExit as exit_request:
-            code = exit_request.code if isinstance(exit_request.code, int) else 0 if exit_request.code is None else 1
-        except BaseException:  # noqa: BLE001 - whatever broke, the supervisor hears why
-            error = error_tail()
-            log.error("generation %d failed:\n%s", generation, error)
-            _send(ready_fd, {"state": "failed", "error": error})
-            code = 1
-        finally:
-            logging.shutdown()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            # Never return into the supervisor's loop, nor run its atexit handlers.
-            os._exit(code)
 
     def _on_ready_pipe(self) -> None:
         runner = self.starting
@@ -318,9 +252,8 @@ class Supervisor:
                 ended = True
                 break
             runner.pending_output += chunk
-        *lines, runner.pending_output = runner.pending_output.split(b"\n")
-        for line in lines:
-            message = _parse_message(line)
+        messages, runner.pending_output = runner_process.parse_messages(runner.pending_output)
+        for message in messages:
             if message.get("state") == "ready":
                 self._promote(runner)
                 return
@@ -368,28 +301,13 @@ class Supervisor:
 
     # --- re-executing itself --------------------------------------------------------
 
-    def _changed_own_sources(self) -> list[str]:
-        current = own_source_digests(self.own_sources)
-        return sorted(path for path, digest in current.items() if self.own_sources.get(path) != digest)
-
     def _reexec(self, changed: list[str]) -> None:
         log.info("supervisor source changed (%s): checking the new version, then re-executing", ", ".join(changed))
-        try:
-            # The very command the re-exec runs, told to stop after reading its configuration.
-            check = subprocess.run(
-                [sys.executable, *sys.orig_argv[1:], "--check"],
-                capture_output=True,
-                text=True,
-                timeout=CHECK_TIMEOUT_SECONDS,
-            )
-            problem = None if check.returncode == 0 else (check.stderr or check.stdout).strip()
-        except (OSError, subprocess.TimeoutExpired) as error:
-            problem = f"could not check the new supervisor: {error}"
+        problem = self_reexec.check_new_version()
         if problem is not None:
             self.generation += 1
-            tail = "\n".join(problem.splitlines()[-ERROR_TAIL_LINES:])
-            self._record(self.generation, "failed", f"new supervisor does not start:\n{tail}")
-            log.error("generation %d: new supervisor does not start; keeping this one:\n%s", self.generation, tail)
+            self._record(self.generation, "failed", f"new supervisor does not start:\n{problem}")
+            log.error("generation %d: new supervisor does not start; keeping this one:\n%s", self.generation, problem)
             return
         state = InheritedState(
             listen_fd=self.listening.fileno(),
@@ -397,20 +315,15 @@ class Supervisor:
             current=(self.current.pid, self.current.generation) if self.current is not None else None,
             stopping_runners=[(r.pid, r.generation) for r in self.stopping_runners.values()],
         )
-        os.set_inheritable(self.listening.fileno(), True)
-        os.environ[STATE_ENV] = state.to_json()
-        # Held back until the new image has its handlers (a SIGTERM meanwhile would
-        # kill it with the runners still running).
+        # Held back until the new program has its handlers (a SIGTERM meanwhile would
+        # kill it with the runners still running); it unblocks them in its loop.
         signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
-        logging.shutdown()
-        try:
-            os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
-        except OSError as error:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
-            del os.environ[STATE_ENV]
-            self.generation += 1
-            self._record(self.generation, "failed", f"re-executing the supervisor failed: {error}")
-            log.error("re-executing the supervisor failed: %s", error)
+        runner_process.flush_logs()
+        error = self_reexec.exec_self(state)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+        self.generation += 1
+        self._record(self.generation, "failed", f"re-executing the supervisor failed: {error}")
+        log.error("re-executing the supervisor failed: %s", error)
 
     # --- stopping and reaping ---------------------------------------------------------
 
@@ -552,41 +465,6 @@ def thread_count() -> int:
         return threading.active_count()
 
 
-def fresh_import(module: str) -> Any:
-    """Import `module` from the current source: the package's modules are dropped first."""
-    for name in [n for n in sys.modules if n == PACKAGE or n.startswith(PACKAGE + ".")]:
-        del sys.modules[name]
-    importlib.invalidate_caches()
-    return importlib.import_module(module)
-
-
-def own_source_digests(previous: dict[str, str] | None = None) -> dict[str, str]:
-    """SHA-256 of the source of each runner module this process has loaded (its own code)."""
-    paths = previous.keys() if previous is not None else _loaded_package_files()
-    digests = {}
-    for path in paths:
-        try:
-            digests[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-        except OSError:
-            digests[path] = "missing"
-    return digests
-
-
-def _loaded_package_files() -> list[str]:
-    package_dir = Path(__file__).resolve().parent
-    files = set()
-    for module in list(sys.modules.values()):
-        path = getattr(module, "__file__", None)
-        if path and Path(path).resolve().parent == package_dir:
-            files.add(str(Path(path).resolve()))
-    return sorted(files)
-
-
-def error_tail() -> str:
-    lines = "".join(traceback.format_exc()).rstrip().splitlines()
-    return "\n".join(lines[-ERROR_TAIL_LINES:])
-
-
 def describe_exit(code: int) -> str:
     if code < 0:
         try:
@@ -609,21 +487,6 @@ def listen(host: str, port: int) -> socket.socket:
     return listening
 
 
-def _send(fd: int, message: dict[str, Any]) -> None:
-    try:
-        os.write(fd, json.dumps(message).encode() + b"\n")
-    except OSError:
-        pass  # the supervisor is gone; the runner notices on its own (service._stop_when_orphaned)
-
-
-def _parse_message(line: bytes) -> dict[str, Any]:
-    try:
-        message = json.loads(line)
-    except ValueError:
-        return {}
-    return message if isinstance(message, dict) else {}
-
-
 def _kill(pid: int, signum: int) -> None:
     try:
         os.kill(pid, signum)
@@ -644,18 +507,6 @@ def _wake_only(_signum: int, _frame: FrameType | None) -> None:
     """Python-level handler of the supervisor's signals: the wakeup fd does the work."""
 
 
-def _exit_during_start(signum: int, _frame: FrameType | None) -> None:
-    """SIGTERM/SIGINT before the loop takes over (preload, a runner's start-up): exit 0 now.
-
-    `os._exit`, not `SystemExit`: the signal lands anywhere in third-party import
-    code, and some of it catches BaseException (we saw the exit swallowed, and
-    turned into exit code 1). Nothing needs cleaning up yet: no runner is forked, no
-    status written, and the kernel closes the sockets.
-    """
-    os.write(2, f"received {signal.Signals(signum).name} while starting, exiting\n".encode())
-    os._exit(0)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     inherited = InheritedState.take_from(os.environ)
@@ -664,8 +515,8 @@ def main(argv: list[str] | None = None) -> int:
         # reload asked for meanwhile is held back and honoured once the loop runs.
         # (Before this line, while the interpreter itself starts, SIGTERM still has
         # its default action: the process ends by the signal, just as promptly.)
-        signal.signal(signal.SIGTERM, _exit_during_start)
-        signal.signal(signal.SIGINT, _exit_during_start)
+        signal.signal(signal.SIGTERM, runner_process.exit_during_start)
+        signal.signal(signal.SIGINT, runner_process.exit_during_start)
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     try:
         config = Config.from_env(os.environ)
