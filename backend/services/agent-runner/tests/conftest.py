@@ -286,7 +286,8 @@ def control_server(tmp_path: Path) -> Iterator[ControlServer]:
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield server
-    server.shutdown()
+    if thread.is_alive():
+        server.shutdown()
     server.server_close()
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import threading
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,10 +37,15 @@ class ControlSettings:
 
 class ControlServer(ThreadingHTTPServer):
     daemon_threads = True
+    # server_close() would join every request thread without a bound; a stopping
+    # runner waits for them with `wait_for_requests` instead.
+    block_on_close = False
 
     def __init__(self, listening: socket.socket, settings: ControlSettings, health: HealthBody) -> None:
         self.settings = settings
         self.health = health
+        self._active_requests = 0
+        self._requests_done = threading.Condition()
         # bind_and_activate=False: no bind, no listen, and no `getfqdn` lookup
         # (HTTPServer.server_bind does one); the inherited socket replaces the new one.
         super().__init__(listening.getsockname()[:2], ControlHandler, bind_and_activate=False)
@@ -47,10 +53,35 @@ class ControlServer(ThreadingHTTPServer):
         self.socket = listening
         self.server_address = listening.getsockname()[:2]
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Counted here, in the accepting thread, so a request accepted just before
+        # shutdown() is waited for too.
+        with self._requests_done:
+            self._active_requests += 1
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._requests_done:
+                self._active_requests -= 1
+                self._requests_done.notify_all()
+
+    def wait_for_requests(self, timeout: float) -> bool:
+        """After shutdown(): let requests in flight (an upload) finish; False if some outlast `timeout`."""
+        with self._requests_done:
+            return self._requests_done.wait_for(lambda: self._active_requests == 0, timeout)
+
 
 class ControlHandler(BaseHTTPRequestHandler):
     server: ControlServer
+    # HTTP/1.1 for `Expect: 100-continue` (see handle_expect_100), but every answer
+    # closes its connection: a kept-alive connection would go on reaching the runner
+    # it was opened to after a reload made it the old one (and hold it open).
     protocol_version = "HTTP/1.1"
+    # Per socket operation: a client that connects and goes quiet is dropped.
+    timeout = 10
 
     def do_GET(self) -> None:
         if self.path.split("?", 1)[0] == "/healthz":
@@ -60,12 +91,12 @@ class ControlHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         if self.path.split("?", 1)[0] != "/v1/uploads":
-            self._send_json(404, {"error": f"no route for POST {self.path}"}, close=True)
+            self._send_json(404, {"error": f"no route for POST {self.path}"})
             return
         length_header = self.headers.get("Content-Length")
         if length_header is None or not length_header.isdigit():
             # Chunked bodies are not supported: the size limit is checked up front.
-            self._send_json(411, {"error": "Content-Length is required"}, close=True)
+            self._send_json(411, {"error": "Content-Length is required"})
             return
         settings = self.server.settings
         try:
@@ -78,8 +109,7 @@ class ControlHandler(BaseHTTPRequestHandler):
             )
         except UploadError as error:
             log.warning("upload refused (%d): %s", error.status, error.message)
-            # The unread rest of the body would be taken for the next request.
-            self._send_json(error.status, {"error": error.message}, close=True)
+            self._send_json(error.status, {"error": error.message})
             return
         log.info("stored %s", ", ".join(f"{f.path} ({f.bytes} B)" for f in stored))
         self._send_json(201, {"stored": [asdict(f) for f in stored]})
@@ -92,18 +122,17 @@ class ControlHandler(BaseHTTPRequestHandler):
         if length.isdigit() and int(length) > limit:
             error = f"body of {length} bytes exceeds the limit of {limit}"
             log.warning("upload refused (413): %s", error)
-            self._send_json(413, {"error": error}, close=True)
+            self._send_json(413, {"error": error})
             return False
         return super().handle_expect_100()
 
-    def _send_json(self, status: int, body: dict[str, Any], close: bool = False) -> None:
+    def _send_json(self, status: int, body: dict[str, Any]) -> None:
         payload = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
+        self.send_header("Connection", "close")
+        self.close_connection = True
         self.end_headers()
         self.wfile.write(payload)
 

@@ -46,6 +46,8 @@ log = logging.getLogger("agent_runner")
 FIRST_CONNECT_WAIT_SECONDS = 2.0
 # serve_forever notices shutdown() only between polls of the listening socket.
 ACCEPT_POLL_SECONDS = 0.05
+# A stopping runner lets control requests in flight (an upload) finish for this long.
+REQUEST_DRAIN_SECONDS = 5.0
 PARENT_CHECK_SECONDS = 0.5
 
 
@@ -192,3 +194,5 @@ def _close_server(server: ControlServer, serving: bool) -> None:
     if serving:  # shutdown() waits for serve_forever to return: it must have started
         server.shutdown()
     server.server_close()
+    if not server.wait_for_requests(REQUEST_DRAIN_SECONDS):
+        log.warning("⚠️  control requests still running after %g s; abandoning them", REQUEST_DRAIN_SECONDS)
