@@ -155,6 +155,23 @@ def test_broken_changes_keep_the_old_runner_and_say_why(start_supervisor: Start,
     assert supervisor.stop() == 0
 
 
+def test_a_runner_that_hangs_at_start_is_killed_at_the_deadline(start_supervisor: Start, tmp_path: Path) -> None:
+    source = copy_source(tmp_path / "src")
+    supervisor = start_supervisor(runner_env(tmp_path, source))
+    first = supervisor.wait_health()
+    echo = source / "agent_runner/agents/echo.py"
+    echo.write_text(echo.read_text() + "\nimport time\ntime.sleep(120)\n")
+    reloaded = time.monotonic()
+    supervisor.reload()
+    health = supervisor.wait_health(lambda h: (h["reload"] or {}).get("generation") == 2, timeout=20)
+    assert 9.5 < time.monotonic() - reloaded < 15
+    assert health["reload"]["state"] == "failed"
+    assert health["reload"]["error"] == "not ready within 10 s"
+    assert (health["generation"], health["pid"]) == (1, first["pid"])
+    wait_until(lambda: supervisor.runners() == [first["pid"]], 5, what="the hung runner to be reaped")
+    assert supervisor.stop() == 0
+
+
 def test_a_change_to_the_supervisor_reexecutes_it(start_supervisor: Start, tmp_path: Path) -> None:
     source = copy_source(tmp_path / "src")
     supervisor = start_supervisor(runner_env(tmp_path, source))
@@ -189,7 +206,9 @@ def test_a_runner_that_dies_is_restarted(start_supervisor: Start) -> None:
     second = supervisor.wait_generation(2)
     assert second["pid"] != first["pid"]
     assert f"generation 1 (pid {first['pid']}) exited on its own with signal SIGKILL" in supervisor.log()
-    assert supervisor.stop() == 0
+    supervisor.process.send_signal(signal.SIGINT)  # Ctrl-C in a terminal: the same clean stop
+    assert supervisor.process.wait(5) == 0
+    assert "received SIGINT: stopping 1 runner(s)" in supervisor.log()
 
 
 def test_fifty_reloads_leak_no_fds_and_no_zombies(start_supervisor: Start, temporal_server: TemporalDevServer) -> None:
