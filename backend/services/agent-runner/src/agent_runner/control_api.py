@@ -20,7 +20,7 @@ import threading
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable, cast
 
 from agent_runner.uploads import UploadError, receive_upload
 
@@ -101,7 +101,7 @@ class ControlHandler(BaseHTTPRequestHandler):
         settings = self.server.settings
         try:
             stored = receive_upload(
-                self.rfile,
+                cast(BinaryIO, self.rfile),
                 self.headers.get("Content-Type"),
                 int(length_header),
                 settings.workspace_root,

@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable, Coroutine
 
 from agent_runner import reload_status
 from agent_runner.progress import BackendStatus
@@ -44,7 +44,7 @@ class LazyRefresh:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        probe: Callable[[], Awaitable[None]],
+        probe: Callable[[], Coroutine[Any, Any, None]],
         age_seconds: Callable[[], float | None],
     ) -> None:
         self._loop = loop

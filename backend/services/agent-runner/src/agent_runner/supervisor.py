@@ -375,8 +375,8 @@ class Supervisor:
             log.warning("%s exited on its own with %s", runner.describe(), describe_exit(code))
             self._schedule_restart(crashed=code != 0)
             return
-        runner = self.stopping_runners.pop(pid, None)
-        if runner is not None:
+        if pid in self.stopping_runners:
+            runner = self.stopping_runners.pop(pid)
             log.info("%s exited with %s", runner.describe(), describe_exit(code))
         # else: the `--check` subprocess, reaped by subprocess itself, never lands here
 

@@ -57,7 +57,7 @@ def run(text: str, ctx: AgentContext) -> str:
 
 
 @cache
-def review_graph() -> CompiledStateGraph:
+def review_graph() -> CompiledStateGraph[ReviewState, ReviewRun, ReviewState, ReviewState]:
     # Compiled on first use rather than at import: compiling costs tens of
     # milliseconds, which a freshly reloaded runner should not spend before it answers.
     graph = StateGraph(ReviewState, context_schema=ReviewRun)
