@@ -445,13 +445,14 @@ def preload(modules: tuple[str, ...] = PRELOAD_MODULES) -> float:
     """Import `modules`; raise `PreloadError` naming the first one that starts a thread."""
     started = time.perf_counter()
     for name in modules:
+        threads_before = thread_count()
         try:
             importlib.import_module(name)
         except ImportError as error:
             # The runner imports it again and fails with the full story; preloading is
             # only an optimisation.
             log.warning("⚠️  preloading %s failed: %s", name, error)
-        if thread_count() != 1:
+        if thread_count() > threads_before:
             raise PreloadError(f"importing {name} started a thread; remove it from PRELOAD_MODULES")
     return time.perf_counter() - started
 
@@ -532,6 +533,9 @@ def main(argv: list[str] | None = None) -> int:
         seconds = preload()
     except PreloadError as error:
         log.error("❌ %s", error)
+        return 1
+    if (threads := thread_count()) != 1:
+        log.error("❌ the supervisor has %d threads after preloading; forking it would be unsafe", threads)
         return 1
     log.info("preloaded %d modules in %.2f s", len(PRELOAD_MODULES), seconds)
     if inherited is not None:
