@@ -250,3 +250,12 @@ def test_runner_comes_up_before_temporal_and_connects_later(start_supervisor: St
     finally:
         assert supervisor.stop() == 0
         temporal.stop()
+
+
+def test_an_unknown_namespace_is_reported_not_fatal(start_supervisor: Start, temporal_server: TemporalDevServer) -> None:
+    supervisor = start_supervisor(TEMPORAL_SERVICE_ADDRESS=temporal_server.address, TEMPORAL_NAMESPACE="no-such-namespace")
+    health = supervisor.wait_health(lambda h: h["temporal"]["last_error"] is not None, timeout=20)
+    assert health["temporal"]["connected"] is False
+    assert "no-such-namespace" in health["temporal"]["last_error"]
+    assert supervisor.process.poll() is None
+    assert supervisor.stop() == 0

@@ -130,6 +130,7 @@ async def _serve(config: Config, listening: socket.socket, generation: int, on_r
 
     worker_task = asyncio.create_task(temporal.run(), name="temporal-worker")
     serving: threading.Thread | None = None
+    exit_code = 0
     try:
         await _first_connect_or_stop(temporal, worker_task, stop)
         if not stop.is_set():
@@ -142,22 +143,29 @@ async def _serve(config: Config, listening: socket.socket, generation: int, on_r
             )
             serving.start()
         watch = asyncio.create_task(_stop_when_orphaned(stop), name="parent-watch")
-        await stop.wait()
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({stopped, worker_task}, return_when=asyncio.FIRST_COMPLETED)
         watch.cancel()
+        stopped.cancel()
+        if not stop.is_set():
+            # The worker loop only ends on stop, or by raising (a worker that cannot be
+            # built after a late connect): exit, and let the supervisor restart us.
+            log.error("❌ the Temporal worker ended: %r", worker_task.exception())
+            exit_code = 1
     finally:
         # Health first: from here on the new runner (which shares the socket) answers.
         await asyncio.to_thread(_close_server, server, serving is not None)
         await temporal.stop()
         worker_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker_task
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await worker_task  # its failure, if any, was reported above
         await backend_probe.aclose()
         reporter.close()
         # Threads of agents cancelled by the graceful shutdown are abandoned, not
         # joined: their attempt is already handed to another runner.
         executor.shutdown(wait=False, cancel_futures=True)
     log.info("stopped (generation %d)", generation)
-    return 0
+    return exit_code
 
 
 async def _first_connect_or_stop(temporal: TemporalWorker, worker_task: asyncio.Task[None], stop: asyncio.Event) -> None:

@@ -171,9 +171,9 @@ class TemporalWorker:
         # Once per outage at WARNING, then DEBUG: a Temporal that is down for a minute
         # should not write a hundred lines.
         if connected_before or last_error is None:
-            log.warning("⚠️  Temporal not reachable (%s); retrying", reason)
+            log.warning("⚠️  no Temporal worker running (%s); retrying", reason)
         else:
-            log.debug("Temporal still not reachable: %s", reason)
+            log.debug("still no Temporal worker running: %s", reason)
 
 
 def source_build_id() -> str:
