@@ -382,7 +382,13 @@ class SupervisorProcess:
         return wait_until(check, timeout, 0.01, "the runner's /healthz")
 
     def wait_generation(self, generation: int, timeout: float = 15) -> dict[str, Any]:
-        return self.wait_health(lambda h: h["generation"] >= generation, timeout)
+        """Until the runner of `generation` (or later) answers and the supervisor has recorded it."""
+
+        def reached(health: dict[str, Any]) -> bool:
+            recorded = (health["reload"] or {}).get("generation", 0)
+            return health["generation"] >= generation and recorded >= health["generation"]
+
+        return self.wait_health(reached, timeout)
 
     def reload(self) -> None:
         self.process.send_signal(signal.SIGHUP)
