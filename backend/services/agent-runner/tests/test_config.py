@@ -14,6 +14,9 @@ def test_defaults() -> None:
     assert config.mode == "local"
     assert config.backend_endpoint == "localhost:7234"
     assert (config.backend_host, config.backend_port) == ("localhost", 7234)
+    assert config.backend_url == "http://localhost:7234"
+    assert config.temporal_address == "localhost:7233"
+    assert config.temporal_namespace == "default"
     assert config.task_queue == "agent_execution_runner"
     assert config.sandbox_type == "filesystem"
     assert config.workspace_root == Path("/workspace")
@@ -29,6 +32,9 @@ def test_explicit_values() -> None:
     config = Config.from_env(
         {
             "STIGMER_BACKEND_ENDPOINT": "127.0.0.1:9000",
+            "TEMPORAL_SERVICE_ADDRESS": "host.docker.internal:17233",
+            "TEMPORAL_NAMESPACE": "stigmer-local",
+            "STIGMER_TASK_QUEUE": "queue-2",
             "WORKSPACE_ROOT": "/tmp/ws",
             "LOG_LEVEL": "debug",
             "STIGMER_RUNNER_HEALTH_PORT": "7299",
@@ -38,6 +44,9 @@ def test_explicit_values() -> None:
         }
     )
     assert config.backend_endpoint == "127.0.0.1:9000"
+    assert config.temporal_address == "host.docker.internal:17233"
+    assert config.temporal_namespace == "stigmer-local"
+    assert config.task_queue == "queue-2"
     assert config.workspace_root == Path("/tmp/ws")
     assert config.log_level == "DEBUG"
     assert config.health_port == 7299
@@ -63,6 +72,10 @@ def test_empty_value_means_default() -> None:
         ("STIGMER_BACKEND_ENDPOINT", "localhost", "must be host:port"),
         ("STIGMER_BACKEND_ENDPOINT", "localhost:99999", "port=99999 is out of range; allowed: 1..65535"),
         ("STIGMER_TASK_QUEUE", "a/b", "STIGMER_TASK_QUEUE='a/b' is invalid"),
+        ("TEMPORAL_SERVICE_ADDRESS", "http://localhost:7233", "must be host:port (no scheme), e.g. localhost:7233"),
+        ("TEMPORAL_SERVICE_ADDRESS", "localhost", "TEMPORAL_SERVICE_ADDRESS='localhost' must be host:port"),
+        ("TEMPORAL_SERVICE_ADDRESS", "localhost:0", "TEMPORAL_SERVICE_ADDRESS port=0 is out of range"),
+        ("TEMPORAL_NAMESPACE", "my namespace", "TEMPORAL_NAMESPACE='my namespace' is invalid"),
         ("WORKSPACE_ROOT", "workspace", "WORKSPACE_ROOT='workspace' must be an absolute path"),
         ("LOG_LEVEL", "LOUD", "allowed: DEBUG, INFO, WARNING, ERROR, CRITICAL"),
         ("OLLAMA_BASE_URL", "localhost:11434", "OLLAMA_BASE_URL='localhost:11434' must start with http://"),

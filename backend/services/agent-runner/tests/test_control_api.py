@@ -1,15 +1,16 @@
-"""Control API over real HTTP: health while the backend is down, multipart uploads."""
+"""Control API over real HTTP on a socket it is handed: the health body, multipart uploads."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
 from agent_runner.control_api import ControlServer
 
-from conftest import MAX_UPLOAD_BYTES
+from conftest import MAX_UPLOAD_BYTES, wait_until
 
 BOUNDARY = "testboundary7MA4YWxkTrZu0gW"
 
@@ -57,19 +58,39 @@ def workspace_files(server: ControlServer) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
 
 
-def test_healthz_ok_while_backend_unreachable(control_server: ControlServer) -> None:
-    control_server.status.mark_unreachable("connection refused")
-    status, body = request(control_server, "GET", "/healthz")
-    assert status == 200
-    assert body["status"] == "ok"
-    assert body["backend"] == {
-        "endpoint": "localhost:7234",
-        "reachable": False,
-        "last_error": "connection refused",
-    }
-    assert body["task_queue"] == "agent_execution_runner"
-    assert isinstance(body["uid"], int)
-    assert body["uptime_seconds"] >= 0
+def test_healthz_answers_the_health_body_and_closes(control_server: ControlServer) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", control_server.server_address[1], timeout=5)
+    connection.request("GET", "/healthz")
+    response = connection.getresponse()
+    assert response.status == 200
+    assert json.loads(response.read()) == {"status": "ok", "from": "test"}
+    # No keep-alive: after a reload, a reused connection would reach the old runner.
+    assert response.getheader("Connection") == "close"
+    connection.close()
+
+
+def test_an_upload_in_flight_at_shutdown_finishes(control_server: ControlServer) -> None:
+    body = multipart_body([("late.txt", b"made it")])
+    connection = socket.create_connection(("127.0.0.1", control_server.server_address[1]), timeout=5)
+    head = (
+        "POST /v1/uploads HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    connection.sendall(head.encode() + body[:10])
+    wait_until(lambda: control_server._active_requests == 1, 5, what="the request to start")
+    control_server.shutdown()  # the runner stops accepting...
+    connection.sendall(body[10:])  # ...and the upload still completes
+    reply = connection.makefile("rb").read()
+    connection.close()
+    assert reply.startswith(b"HTTP/1.1 201")
+    assert control_server.wait_for_requests(5)
+    assert (control_server.settings.workspace_root / "late.txt").read_bytes() == b"made it"
+
+
+def test_unknown_routes_are_404(control_server: ControlServer) -> None:
+    status, body = request(control_server, "GET", "/nope")
+    assert status == 404
+    assert body == {"error": "no route for GET /nope"}
 
 
 def test_upload_stores_files(control_server: ControlServer) -> None:

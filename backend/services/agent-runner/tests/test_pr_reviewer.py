@@ -86,3 +86,27 @@ def test_empty_input_reads_first_diff_file_and_notes_ollama_failure(tmp_path: Pa
     assert "Note: deterministic findings only; Ollama unavailable" in report
     assert (tmp_path / "exec-1" / "review.md").read_text() == report
     assert ctx.messages[0] == f"reviewing diff from {tmp_path / 'a.diff'}"
+
+
+def test_the_review_is_a_langgraph_state_graph() -> None:
+    graph = pr_reviewer.review_graph().get_graph()
+    assert list(graph.nodes) == ["__start__", "load_diff", "check_diff", "ask_model", "summarize", "__end__"]
+    edges = sorted((edge.source, edge.target, edge.conditional) for edge in graph.edges)
+    assert edges == [
+        ("__start__", "load_diff", False),
+        ("ask_model", "summarize", False),
+        ("check_diff", "ask_model", True),
+        ("check_diff", "summarize", True),
+        ("load_diff", "check_diff", False),
+        ("summarize", "__end__", False),
+    ]
+
+
+def test_without_ollama_the_model_node_is_skipped(tmp_path: Path) -> None:
+    ctx = FakeContext("exec-2", tmp_path / "exec-2", tmp_path, OllamaSettings(base_url=None, model="llama3.2"))
+    report = pr_reviewer.run("--- a/x.py\n+++ b/x.py\n@@ -1 +1 @@\n+ok = True\n", ctx)
+    assert report == (
+        "# Review of input\n\n## Findings\n\n(none)\n\n"
+        "Summary: no findings in 1 file(s), 1 added line(s) checked\n"
+    )
+    assert ctx.messages == ["reviewing diff from input", "Summary: no findings in 1 file(s), 1 added line(s) checked"]

@@ -1,5 +1,8 @@
-"""Stigmer agent runner: the Python service that runs agents for the local backend.
+"""Stigmer agent runner: the Temporal worker that runs agents for the local backend.
 
-The package owns nothing by itself; see `__main__` for the process entry point,
-`config` for the environment contract and `worker` for the backend loop.
+`python -m agent_runner` starts the `supervisor`, which forks runner processes
+(`service`): each serves the control API and runs the worker (`temporal_worker`)
+for the `ExecuteAgent` workflow (`workflow`) and its `RunAgent` activity
+(`activities`), which calls the agents in `agents`. `config` is the environment
+contract.
 """

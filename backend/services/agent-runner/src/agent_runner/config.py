@@ -26,6 +26,8 @@ class Config:
     mode: str
     backend_host: str
     backend_port: int
+    temporal_address: str
+    temporal_namespace: str
     task_queue: str
     sandbox_type: str
     workspace_root: Path
@@ -40,6 +42,10 @@ class Config:
     def backend_endpoint(self) -> str:
         return f"{self.backend_host}:{self.backend_port}"
 
+    @property
+    def backend_url(self) -> str:
+        return f"http://{self.backend_endpoint}"
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
         def get(name: str, default: str) -> str:
@@ -47,12 +53,19 @@ class Config:
             # empty strings for variables the user did not mean to set.
             return environ.get(name, "").strip() or default
 
-        host, port = _parse_endpoint(get("STIGMER_BACKEND_ENDPOINT", "localhost:7234"))
+        host, port = _parse_endpoint(
+            "STIGMER_BACKEND_ENDPOINT", get("STIGMER_BACKEND_ENDPOINT", "localhost:7234"), "localhost:7234"
+        )
+        temporal_host, temporal_port = _parse_endpoint(
+            "TEMPORAL_SERVICE_ADDRESS", get("TEMPORAL_SERVICE_ADDRESS", "localhost:7233"), "localhost:7233"
+        )
         return cls(
             mode=_one_of("MODE", get("MODE", "local"), ("local",)),
             backend_host=host,
             backend_port=port,
-            task_queue=_queue_name(get("STIGMER_TASK_QUEUE", "agent_execution_runner")),
+            temporal_address=f"{temporal_host}:{temporal_port}",
+            temporal_namespace=_name("TEMPORAL_NAMESPACE", get("TEMPORAL_NAMESPACE", "default")),
+            task_queue=_name("STIGMER_TASK_QUEUE", get("STIGMER_TASK_QUEUE", "agent_execution_runner")),
             sandbox_type=_one_of("SANDBOX_TYPE", get("SANDBOX_TYPE", "filesystem"), ("filesystem",)),
             workspace_root=_absolute_path("WORKSPACE_ROOT", get("WORKSPACE_ROOT", "/workspace")),
             log_level=_one_of("LOG_LEVEL", get("LOG_LEVEL", "INFO").upper(), LOG_LEVELS),
@@ -94,22 +107,18 @@ def _int_in_range(name: str, raw: str, low: int, high: int) -> int:
     return value
 
 
-def _parse_endpoint(raw: str) -> tuple[str, int]:
+def _parse_endpoint(name: str, raw: str, example: str) -> tuple[str, int]:
     host, sep, port = raw.rpartition(":")
     if not sep or not host or "/" in raw:
-        raise ConfigError(
-            f"STIGMER_BACKEND_ENDPOINT={raw!r} must be host:port (no scheme), e.g. localhost:7234"
-        )
-    return host, _int_in_range("STIGMER_BACKEND_ENDPOINT port", port, 1, 65535)
+        raise ConfigError(f"{name}={raw!r} must be host:port (no scheme), e.g. {example}")
+    return host, _int_in_range(f"{name} port", port, 1, 65535)
 
 
-def _queue_name(raw: str) -> str:
-    # The queue name goes into a URL path segment; keep it to the characters the
-    # backend uses so no escaping is ever needed.
+def _name(name: str, raw: str) -> str:
+    # Task queue and namespace names appear in logs, URLs and Temporal's UI; keeping
+    # them to these characters means no escaping is ever needed.
     if not all(c.isalnum() or c in "_-." for c in raw) or len(raw) > 128:
-        raise ConfigError(
-            f"STIGMER_TASK_QUEUE={raw!r} is invalid; allowed: 1..128 chars of [A-Za-z0-9_.-]"
-        )
+        raise ConfigError(f"{name}={raw!r} is invalid; allowed: 1..128 chars of [A-Za-z0-9_.-]")
     return raw
 
 

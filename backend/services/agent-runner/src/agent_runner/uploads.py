@@ -14,7 +14,10 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 READ_CHUNK_BYTES = 64 * 1024
 STAGING_PREFIX = ".upload-"
@@ -75,7 +78,7 @@ class _UploadSession:
         self._header_value = b""
         self._error: UploadError | None = None
 
-    def callbacks(self) -> dict[str, object]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self._on_part_begin,
             "on_header_field": self._on_header_field,

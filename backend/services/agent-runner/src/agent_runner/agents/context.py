@@ -1,7 +1,8 @@
 """What an agent receives and how it fails: `AgentContext`, `OllamaSettings`, `AgentError`.
 
-An agent is a callable `(input, ctx) -> result text`. It raises `AgentError` (or
-any exception) to fail the execution; the worker reports the reason to the backend.
+An agent is a callable `(input, ctx) -> result text`, run in a worker thread of the
+`RunAgent` activity. It raises `AgentError` (or any exception) to fail the execution;
+the activity turns that into the workflow's failure reason.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class AgentContext(Protocol):
     def ollama(self) -> OllamaSettings: ...
 
     def progress(self, message: str) -> None:
-        """Report progress to the backend (also renews the lease)."""
+        """Report progress to stigmer-server, best effort (never raises)."""
 
 
 Agent = Callable[[str, AgentContext], str]
