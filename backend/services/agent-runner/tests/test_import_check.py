@@ -9,6 +9,7 @@ really runs.
 
 from __future__ import annotations
 
+import atexit
 import importlib.metadata
 import json
 import os
@@ -16,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -45,6 +47,15 @@ from agent_runner.import_layout import (
 )
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+# The check runs with `-S` (no site-packages), so the runner's own modules that need its
+# dependencies (temporalio, langgraph) cannot import there: the real runs see the package as
+# the check needs it, its stdlib-only modules, copied into a directory of their own.
+STDLIB_ONLY = ("__init__.py", "import_check.py", "import_layout.py")
+CHECK_SRC = Path(tempfile.mkdtemp(prefix="check-src-"))
+(CHECK_SRC / "agent_runner").mkdir()
+for _name in STDLIB_ONLY:
+    shutil.copy(SRC / "agent_runner" / _name, CHECK_SRC / "agent_runner" / _name)
+atexit.register(shutil.rmtree, CHECK_SRC, True)
 SEED_STATEMENT = "from multipart import MultipartSegment"
 PKGUTIL_INIT = "__path__ = __import__('pkgutil').extend_path(__path__, __name__)\n"
 PKG_RESOURCES_INIT = "__import__('pkg_resources').declare_namespace(__name__)\n"
@@ -369,12 +380,13 @@ def install(site: Path, name: str, files: dict[str, str]) -> None:
 
 
 def run_check(tmp_path: Path, path: list[Path], *arguments: str) -> tuple[int, dict, list[str]]:
-    """Runs the check with only `path` and the runner's source on sys.path (`-S`: no site-packages)."""
+    """Runs the check with only `path` and the check's own package on sys.path (`-S`: no
+    site-packages)."""
     log = tmp_path / "imported.log"
     log.write_text("")
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([*map(str, path), str(SRC)]),
+        "PYTHONPATH": os.pathsep.join([*map(str, path), str(CHECK_SRC)]),
         "IMPORT_LOG": str(log),
     }
     finished = subprocess.run(
@@ -465,7 +477,7 @@ def test_the_check_reports_every_case_from_real_imports(tmp_path: Path, site: Pa
 
 
 def own_modules_on_disk() -> list[str]:
-    root = SRC / "agent_runner"
+    root = CHECK_SRC / "agent_runner"
     return own_modules(
         "agent_runner",
         (str(p.relative_to(root)) for p in root.rglob("*.py")),
@@ -512,7 +524,7 @@ def test_a_module_that_hangs_while_imported_ends_the_check_at_its_deadline(tmp_p
     finished = subprocess.run(
         [sys.executable, "-S", "-m", "agent_runner.import_check", "--deadline", "1"],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(SRC)])},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(CHECK_SRC)])},
         capture_output=True,
         timeout=30,
         check=False,
