@@ -331,10 +331,19 @@ impl Session {
             image::short_id(&base.id),
             configured.reference
         ));
-        self.base = Some(base);
         progress.phase("Preparing locked wheels", |phase| {
-            wheels::prepare(sh, &self.runner_dir, &engine.platform(), phase)
+            wheels::prepare(
+                sh,
+                &self.docker,
+                &project.cache_dir(),
+                &self.runner_dir,
+                &base.id,
+                &engine.platform(),
+                phase,
+            )
+            .map(|_| ())
         })?;
+        self.base = Some(base);
         progress.phase("Building stigmer-server and stigmer", |_| {
             let _dir = sh.push_dir(&project.root);
             cmd!(

@@ -107,8 +107,11 @@ pub fn decide(project: &Project, base: BaseImage, present: Vec<Image>) -> Result
     let image = present
         .into_iter()
         .find(|image| image.tags.contains(&wanted_tag));
-    let (manifest, sources) =
+    let (mut manifest, sources) =
         InputManifest::from_tree(&project.runner_dir, &base.id, &build_args(&base))?;
+    for (name, dir) in path_dependencies(&project.runner_dir)? {
+        manifest.add_path_dependency(&name, &dir)?;
+    }
     let decision = RebuildDecision::decide(&manifest, image.as_ref().map(|image| &image.labels));
     Ok(Plan {
         base,
@@ -118,6 +121,34 @@ pub fn decide(project: &Project, base: BaseImage, present: Vec<Image>) -> Result
         decision,
         decision_time: started.elapsed(),
     })
+}
+
+/// The path dependencies `poetry.lock` records (`[package.source] type = "directory"`),
+/// resolved from the service directory as Poetry resolves them. The lock is parsed only
+/// when it has one, which keeps a decision on a lock without any to a text search.
+pub fn path_dependencies(
+    runner_dir: &std::path::Path,
+) -> Result<Vec<(String, std::path::PathBuf)>> {
+    let path = runner_dir.join("poetry.lock");
+    let text = fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {}: run `poetry lock` in {}",
+            path.display(),
+            runner_dir.display()
+        )
+    })?;
+    if !text.contains("type = \"directory\"") {
+        return Ok(Vec::new());
+    }
+    let packages =
+        wheels::lock::parse_lock(&text).with_context(|| format!("in {}", path.display()))?;
+    Ok(packages
+        .into_iter()
+        .filter_map(|package| {
+            let source = package.source?;
+            (source.kind == "directory").then(|| (package.name, runner_dir.join(source.url)))
+        })
+        .collect())
 }
 
 /// Builds the image from `plan`'s inputs and labels it with them.
@@ -131,7 +162,15 @@ pub fn build(
     progress: &mut Progress,
 ) -> Result<Image> {
     progress.phase("Preparing locked wheels", |phase| {
-        wheels::prepare(sh, &project.runner_dir, &engine.platform(), phase)
+        wheels::prepare(
+            sh,
+            docker,
+            &project.cache_dir(),
+            &project.runner_dir,
+            &plan.base.id,
+            &engine.platform(),
+            phase,
+        )
     })?;
     let dockerfile = project.runner_dir.join("Dockerfile").display().to_string();
     let mut build = args([

@@ -1,370 +1,651 @@
-//! Locked wheels for a hermetic image build.
+//! The build context's dependencies: what `poetry.lock` pins for the image, fetched by the
+//! host and laid out in `wheels/` beside the Dockerfile.
 //!
 //! Containers on our build machines cannot reach PyPI over TLS (the egress proxy's CA is
-//! only in the host's trust store), so `docker build` never downloads anything: the host
-//! fetches the exact files `poetry.lock` pins into `wheels/` beside the Dockerfile, checked
-//! against the lock's SHA-256 hashes, and writes `wheels/requirements.txt` from the lock so
-//! that `pip install --require-hashes` inside the build checks them a second time. The same
-//! path serves laptops, so there is one way the image gets its dependencies.
+//! only in the host's trust store), so `docker build` downloads nothing: the host decides
+//! from the lock what the image needs, judged against the image's interpreter and never the
+//! host's (see [`target`], [`markers`], [`tags`]), fetches exactly those files with pip into a
+//! cache per platform (`target/xtask/wheels/linux-amd64/`, so switching architecture fetches
+//! again and switching back does not), checks them against the lock's SHA-256 hashes, and
+//! gives the build context exactly the selected files:
+//!
+//! | in `wheels/` | what | installed by the builder stage |
+//! | --- | --- | --- |
+//! | `*.whl`, `requirements.txt` | index wheels, one `name==version --hash` line each | `pip install --require-hashes` (their hashes checked a second time) |
+//! | `sdist/` | source archives of packages with no wheel for the image | built there |
+//! | `path/<name>/` | path dependencies, copied | built there, installed non-editable |
+//! | `local/` | `{file = ...}` archives | installed there |
+//! | `build/` | wheels of their build requirements (`[build-system] requires`) | pip's build isolation, from `--find-links` |
+//! | `local.txt` | `name /wheels/...` for each of the three above | |
+//! | `compilers.txt` | Debian packages a source build needs (empty when every one is pure Python) | `apt-get`, builder stage only |
+//!
+//! The same layout serves `docker-compose build` once xtask has prepared it.
+
+pub mod lock;
+pub mod markers;
+pub mod tags;
+pub mod target;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use runner_container::docker::Docker;
 use runner_container::inputs::sha256_hex;
-use serde::Deserialize;
+use runner_container::progress::Phase;
 use xshell::{cmd, Shell};
 
-use runner_container::progress::Phase;
+pub use lock::{check_lock_is_fresh, read_lock, requirements, Install, LockedArtifact};
+use tags::Arch;
+use target::Target;
 
-#[derive(Debug, Deserialize)]
-struct LockFile {
-    #[serde(default)]
-    package: Vec<LockedPackage>,
-    metadata: LockMetadata,
+/// The build context's directory for dependencies, beside the Dockerfile.
+pub const CONTEXT_DIR: &str = "wheels";
+
+/// Build backends that never compile anything (without build hooks), so a source that uses
+/// one needs no compiler in the builder stage.
+const PURE_BACKENDS: [&str; 5] = [
+    "poetry.core.masonry.api",
+    "hatchling.build",
+    "flit_core.buildapi",
+    "pdm.backend",
+    "uv_build",
+];
+
+/// Debian packages the builder stage installs when a source may compile C.
+const COMPILERS: &str = "gcc libc6-dev\n";
+
+/// What [`prepare`] did, for the caller's report.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub target: Target,
+    pub installs: Vec<Install>,
+    /// Files fetched from the index this time (none when the cache had them all).
+    pub fetched: usize,
+    pub fetch_time: Duration,
 }
 
-#[derive(Debug, Deserialize)]
-struct LockMetadata {
-    #[serde(rename = "lock-version")]
-    lock_version: String,
-    #[serde(rename = "content-hash")]
-    content_hash: Option<String>,
+/// Where wheels and targets are cached: `target/xtask/wheels/`.
+pub fn cache_root(project_cache_dir: &Path) -> PathBuf {
+    project_cache_dir.join("wheels")
 }
 
-/// One `[[package]]` of `poetry.lock`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct LockedPackage {
-    pub name: String,
-    pub version: String,
-    #[serde(default)]
-    pub groups: Vec<String>,
-    #[serde(default)]
-    markers: Option<Markers>,
-    #[serde(default)]
-    pub files: Vec<LockedFile>,
-}
-
-/// Poetry 2 writes one marker string, or one per group when groups disagree.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-enum Markers {
-    All(String),
-    PerGroup(BTreeMap<String, String>),
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct LockedFile {
-    pub file: String,
-    pub hash: String,
-}
-
-impl LockedPackage {
-    fn marker_for(&self, group: &str) -> Option<&str> {
-        match &self.markers {
-            Some(Markers::All(marker)) => Some(marker),
-            Some(Markers::PerGroup(per_group)) => per_group.get(group).map(String::as_str),
-            None => None,
-        }
-    }
-
-    /// The lock's SHA-256 for `file`, if the lock lists it.
-    fn sha256_of(&self, file: &str) -> Option<&str> {
-        self.files
+/// Makes `runner_dir/wheels/` hold exactly what the image installs for `base_image_id` on
+/// the engine's `platform`, fetching into the cache only what it lacks.
+pub fn prepare(
+    sh: &Shell,
+    docker: &Docker,
+    project_cache_dir: &Path,
+    runner_dir: &Path,
+    base_image_id: &str,
+    platform: &str,
+    phase: &Phase,
+) -> Result<Prepared> {
+    check_lock_is_fresh(runner_dir)?;
+    let packages = read_lock(runner_dir)?;
+    let arch = Arch::from_docker_platform(platform)?;
+    let root = cache_root(project_cache_dir);
+    let target =
+        target::probe(docker, base_image_id, arch, &root)?.with_extras(&root_extras(runner_dir)?);
+    let installs = lock::plan(&packages, &["main"], &target, runner_dir)?;
+    phase.line(&format!(
+        "{} packages for {}: {}",
+        installs.len(),
+        target.describe(),
+        summary(&installs)
+    ));
+    let cache = root.join(arch.cache_name());
+    let started = Instant::now();
+    let fetched = fetch_missing(sh, &cache, &installs, &target, phase)?;
+    let local_sources = local_sources(sh, &installs, &cache)?;
+    let build_requirements: Vec<String> = {
+        let mut all: Vec<String> = local_sources
             .iter()
-            .find(|f| f.file == file)
-            .and_then(|f| f.hash.strip_prefix("sha256:"))
-    }
-}
-
-/// Reads `poetry.lock` (Poetry 2 format: lock-version 2.x).
-pub fn parse_lock(text: &str) -> Result<Vec<LockedPackage>> {
-    let lock: LockFile = toml::from_str(text)
-        .context("poetry.lock is not a valid Poetry lock file; regenerate it with `poetry lock`")?;
-    if !lock.metadata.lock_version.starts_with("2.") {
-        bail!("poetry.lock has lock-version {}; this project needs Poetry 2 (lock-version 2.x): run `poetry lock`", lock.metadata.lock_version);
-    }
-    for package in &lock.package {
-        if package.groups.is_empty() {
-            bail!("poetry.lock lists {} without its groups; regenerate it with Poetry 2 (`poetry lock`)", package.name);
-        }
-    }
-    Ok(lock.package)
-}
-
-pub fn read_lock(runner_dir: &Path) -> Result<Vec<LockedPackage>> {
-    let path = runner_dir.join("poetry.lock");
-    let text = fs::read_to_string(&path).with_context(|| {
-        format!(
-            "reading {}: run `poetry lock` in {}",
-            path.display(),
-            runner_dir.display()
-        )
-    })?;
-    parse_lock(&text).with_context(|| format!("in {}", path.display()))
-}
-
-/// Fails, as `poetry check --lock` would, when `poetry.lock` was not made from the current
-/// `pyproject.toml`: its `content-hash` must be the hash Poetry computes from the
-/// dependency-relevant parts of `pyproject.toml`.
-pub fn check_lock_is_fresh(runner_dir: &Path) -> Result<()> {
-    let lock_path = runner_dir.join("poetry.lock");
-    let lock_text = fs::read_to_string(&lock_path).with_context(|| {
-        format!(
-            "reading {}: run `poetry lock` in {}",
-            lock_path.display(),
-            runner_dir.display()
-        )
-    })?;
-    let lock: LockFile = toml::from_str(&lock_text)
-        .context("poetry.lock is not a valid Poetry lock file; regenerate it with `poetry lock`")?;
-    let pyproject_path = runner_dir.join("pyproject.toml");
-    let pyproject_text = fs::read_to_string(&pyproject_path)
-        .with_context(|| format!("reading {}", pyproject_path.display()))?;
-    let pyproject: toml::Value = toml::from_str(&pyproject_text)
-        .with_context(|| format!("{} is not valid TOML", pyproject_path.display()))?;
-    let expected = poetry_content_hash(&pyproject)?;
-    match lock.metadata.content_hash {
-        Some(found) if found == expected => Ok(()),
-        Some(found) => bail!(
-            "poetry.lock is out of date with pyproject.toml (its content-hash is {}…, pyproject.toml hashes to {}…): \
-             run `poetry lock` in {}",
-            &found[..found.len().min(12)],
-            &expected[..12],
-            runner_dir.display()
-        ),
-        None => bail!("poetry.lock has no content-hash: regenerate it with `poetry lock` in {}", runner_dir.display()),
-    }
-}
-
-/// Poetry 2's `Locker._get_content_hash`: the SHA-256 of `json.dumps(relevant, sort_keys=True)`
-/// over the dependency-relevant keys of `[project]`, `[dependency-groups]` and `[tool.poetry]`
-/// (poetry/packages/locker.py, Poetry 2.3 and later).
-pub fn poetry_content_hash(pyproject: &toml::Value) -> Result<String> {
-    use toml::map::Map;
-    use toml::Value;
-    const LEGACY_KEYS: [&str; 4] = ["dependencies", "source", "extras", "dev-dependencies"];
-    let table =
-        |value: Option<&Value>| value.and_then(Value::as_table).cloned().unwrap_or_default();
-    let project = table(pyproject.get("project"));
-    let groups = table(pyproject.get("dependency-groups"));
-    let tool_poetry = table(pyproject.get("tool").and_then(|tool| tool.get("poetry")));
-    let mut relevant_project = Map::new();
-    for key in ["requires-python", "dependencies", "optional-dependencies"] {
-        if let Some(value) = project.get(key) {
-            relevant_project.insert(key.to_string(), value.clone());
-        }
-    }
-    // `None` stands for Python's null, which only legacy projects record.
-    let mut relevant_poetry: Vec<(String, Result<Option<String>>)> = Vec::new();
-    for key in LEGACY_KEYS.iter().chain(["group"].iter()) {
-        match tool_poetry.get(*key) {
-            Some(value) => relevant_poetry.push((key.to_string(), python_json(value).map(Some))),
-            None if !LEGACY_KEYS.contains(key)
-                || !relevant_project.is_empty()
-                || !groups.is_empty() => {}
-            None => relevant_poetry.push((key.to_string(), Ok(None))),
-        }
-    }
-    let poetry_json = python_json_object(relevant_poetry.into_iter())?;
-    let mut top: Vec<(String, Result<Option<String>>)> = Vec::new();
-    if !relevant_project.is_empty() {
-        top.push((
-            "project".to_string(),
-            python_json(&Value::Table(relevant_project)).map(Some),
-        ));
-    }
-    if !groups.is_empty() {
-        top.push((
-            "dependency-groups".to_string(),
-            python_json(&Value::Table(groups)).map(Some),
-        ));
-    }
-    let text = if top.is_empty() {
-        poetry_json
-    } else {
-        top.push((
-            "tool".to_string(),
-            Ok(Some(format!("{{\"poetry\": {poetry_json}}}"))),
-        ));
-        python_json_object(top.into_iter())?
+            .flat_map(|s| s.build.requires.iter().cloned())
+            .collect();
+        all.sort();
+        all.dedup();
+        all
     };
-    Ok(sha256_hex(text.as_bytes()))
-}
-
-/// A JSON object the way Python's `json.dumps(..., sort_keys=True)` writes it.
-fn python_json_object(
-    entries: impl Iterator<Item = (String, Result<Option<String>>)>,
-) -> Result<String> {
-    let mut entries: Vec<(String, Option<String>)> = entries
-        .map(|(k, v)| v.map(|v| (k, v)))
-        .collect::<Result<_>>()?;
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    let parts: Vec<String> = entries
-        .into_iter()
-        .map(|(key, value)| {
-            format!(
-                "{}: {}",
-                python_json_string(&key),
-                value.unwrap_or_else(|| "null".to_string())
-            )
-        })
-        .collect();
-    Ok(format!("{{{}}}", parts.join(", ")))
-}
-
-/// One TOML value as Python's `json.dumps` writes it: `", "` and `": "` separators, ASCII only.
-fn python_json(value: &toml::Value) -> Result<String> {
-    use toml::Value;
-    Ok(match value {
-        Value::String(text) => python_json_string(text),
-        Value::Integer(number) => number.to_string(),
-        Value::Boolean(flag) => if *flag { "true" } else { "false" }.to_string(),
-        Value::Float(number) if number.fract() == 0.0 && number.is_finite() => format!("{number:.1}"),
-        Value::Float(number) => number.to_string(),
-        Value::Array(items) => format!("[{}]", items.iter().map(python_json).collect::<Result<Vec<_>>>()?.join(", ")),
-        Value::Table(table) => python_json_object(table.iter().map(|(k, v)| (k.clone(), python_json(v).map(Some))))?,
-        Value::Datetime(_) => bail!("pyproject.toml has a date among its dependency settings, which Poetry cannot hash either"),
+    let build_dir = fetch_build_requirements(sh, &cache, &build_requirements, &target, phase)?;
+    let fetch_time = started.elapsed();
+    if fetched > 0 {
+        phase.line(&format!(
+            "fetched {fetched} files in {:.1} s",
+            fetch_time.as_secs_f64()
+        ));
+    }
+    write_context(
+        runner_dir,
+        &cache,
+        &installs,
+        &local_sources,
+        build_dir.as_deref(),
+    )?;
+    Ok(Prepared {
+        target,
+        installs,
+        fetched,
+        fetch_time,
     })
 }
 
-fn python_json_string(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    out.push_str(&format!("\\u{unit:04x}"));
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// `pip install --require-hashes` lines for the packages in `groups`: exact versions, every
-/// hash the lock lists, and the lock's environment marker.
-pub fn requirements(packages: &[LockedPackage], groups: &[&str]) -> String {
-    let mut text = String::from("# Generated by `cargo xtask` from poetry.lock: do not edit.\n");
-    for package in packages {
-        let Some(group) = groups
-            .iter()
-            .find(|group| package.groups.iter().any(|g| g == *group))
-        else {
-            continue;
-        };
-        text.push_str(&format!("{}=={}", package.name, package.version));
-        if let Some(marker) = package.marker_for(group) {
-            text.push_str(&format!(" ; {marker}"));
-        }
-        for file in &package.files {
-            text.push_str(&format!(" --hash={}", file.hash));
-        }
-        text.push('\n');
-    }
-    text
-}
-
-/// Makes `wheels/` hold exactly the main group's wheels, each checked against the lock.
-/// Costs no download when they are already there.
-pub fn prepare(sh: &Shell, runner_dir: &Path, platform: &str, phase: &Phase) -> Result<()> {
-    check_lock_is_fresh(runner_dir)?;
-    let packages = read_lock(runner_dir)?;
-    let main: Vec<&LockedPackage> = packages
+/// `12 wheels, 1 source archive, 2 path dependencies`.
+fn summary(installs: &[Install]) -> String {
+    let count = |f: fn(&Install) -> bool| installs.iter().filter(|i| f(i)).count();
+    let parts = [
+        (count(|i| matches!(i, Install::Wheel(_))), "wheel", "wheels"),
+        (
+            count(|i| matches!(i, Install::Sdist(_))),
+            "source archive",
+            "source archives",
+        ),
+        (
+            count(|i| matches!(i, Install::Path { .. })),
+            "path dependency",
+            "path dependencies",
+        ),
+        (
+            count(|i| matches!(i, Install::File { .. })),
+            "local file",
+            "local files",
+        ),
+    ];
+    parts
         .iter()
-        .filter(|p| p.groups.iter().any(|g| g == "main"))
+        .filter(|(n, _, _)| *n > 0)
+        .map(|(n, one, many)| format!("{n} {}", if *n == 1 { one } else { many }))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The root project's extras the image installs: `[tool.stigmer.image] extras` in
+/// `pyproject.toml` (an input of the rebuild decision), none by default.
+pub fn root_extras(runner_dir: &Path) -> Result<Vec<String>> {
+    let path = runner_dir.join("pyproject.toml");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let pyproject: toml::Value =
+        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
+    let extras = pyproject
+        .get("tool")
+        .and_then(|t| t.get("stigmer"))
+        .and_then(|s| s.get("image"))
+        .and_then(|i| i.get("extras"));
+    match extras {
+        None => Ok(Vec::new()),
+        Some(toml::Value::Array(items)) => items
+            .iter()
+            .map(|item| {
+                item.as_str().map(str::to_string).with_context(|| {
+                    format!(
+                        "[tool.stigmer.image] extras in {} must be a list of names",
+                        path.display()
+                    )
+                })
+            })
+            .collect(),
+        Some(_) => bail!(
+            "[tool.stigmer.image] extras in {} must be a list of names",
+            path.display()
+        ),
+    }
+}
+
+/// The index artifacts the cache lacks, fetched with pip and checked against the lock.
+fn fetch_missing(
+    sh: &Shell,
+    cache: &Path,
+    installs: &[Install],
+    target: &Target,
+    phase: &Phase,
+) -> Result<usize> {
+    fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
+    let missing: Vec<&LockedArtifact> = installs
+        .iter()
+        .filter_map(|install| match install {
+            Install::Wheel(artifact) | Install::Sdist(artifact) => Some(artifact),
+            _ => None,
+        })
+        .filter(|artifact| !cache.join(&artifact.file).is_file())
         .collect();
-    let dir = runner_dir.join("wheels");
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let requirements_path = dir.join("requirements.txt");
-    let requirements_text = requirements(&packages, &["main"]);
-    if fs::read_to_string(&requirements_path).ok().as_deref() != Some(requirements_text.as_str()) {
-        fs::write(&requirements_path, &requirements_text)
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    phase.line(&format!("fetching {} locked files with pip", missing.len()));
+    let incoming = cache.join(".incoming");
+    let _ = fs::remove_dir_all(&incoming);
+    fs::create_dir_all(&incoming).with_context(|| format!("creating {}", incoming.display()))?;
+    let python = python_on_host(sh)?;
+    // One pip run per index and kind: wheels are fetched for the image's tags, source
+    // archives as they are.
+    let mut groups: BTreeMap<(Option<String>, bool), Vec<&LockedArtifact>> = BTreeMap::new();
+    for artifact in &missing {
+        let is_wheel = artifact.file.ends_with(".whl");
+        groups
+            .entry((artifact.index.clone(), is_wheel))
+            .or_default()
+            .push(artifact);
+    }
+    for ((index, is_wheel), artifacts) in groups {
+        let requirements_path = incoming.join("requirements.txt");
+        fs::write(&requirements_path, download_requirements(&artifacts))
             .with_context(|| format!("writing {}", requirements_path.display()))?;
+        let args = pip_download_args(
+            &incoming,
+            &requirements_path,
+            index.as_deref(),
+            is_wheel.then_some(target),
+        );
+        cmd!(sh, "{python} -m pip {args...}")
+            .quiet()
+            .run()
+            .with_context(|| {
+                format!(
+                    "fetching {} with pip (the host needs Python 3 with pip and access to {})",
+                    artifacts
+                        .iter()
+                        .map(|a| a.file.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    index.as_deref().unwrap_or("PyPI")
+                )
+            })?;
     }
-    let mut all_present = true;
-    for package in &main {
-        all_present &= verified_wheel(&dir, package)?.is_some();
-    }
-    if !all_present {
-        phase.line("fetching locked wheels with pip");
-        fetch(sh, &dir, &requirements_path, platform)?;
-    }
-    // Keep exactly the locked wheels: a stale one would only bloat the build context.
-    let mut wanted = Vec::new();
-    for package in &main {
-        let Some(file) = verified_wheel(&dir, package)? else {
+    for artifact in &missing {
+        let from = incoming.join(&artifact.file);
+        let bytes = fs::read(&from).with_context(|| {
+            format!(
+                "pip did not fetch {} for {} {}: check that the index still serves it",
+                artifact.file, artifact.name, artifact.version
+            )
+        })?;
+        let found = sha256_hex(&bytes);
+        if found != artifact.sha256 {
             bail!(
-                "no wheel of {} {} matching poetry.lock's hashes could be fetched for {platform}; \
-                 the image installs wheels only",
-                package.name,
-                package.version
+                "{} does not match poetry.lock (sha256 {}…, the lock says {}…): the index serves other bytes \
+                 than were locked; run `poetry lock` again if the change is expected",
+                artifact.file,
+                &found[..12],
+                &artifact.sha256[..artifact.sha256.len().min(12)]
             );
-        };
-        wanted.push(file);
+        }
+        fs::rename(&from, cache.join(&artifact.file))
+            .with_context(|| format!("moving {} into the cache", artifact.file))?;
     }
-    for entry in fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
-        let name = entry
-            .context("listing the wheels")?
-            .file_name()
-            .to_string_lossy()
-            .into_owned();
-        if name.ends_with(".whl") && !wanted.contains(&name) {
-            fs::remove_file(dir.join(&name))
-                .with_context(|| format!("removing the stale wheel {name}"))?;
+    let _ = fs::remove_dir_all(&incoming);
+    Ok(missing.len())
+}
+
+/// `name==version --hash=sha256:...` for exactly the chosen file: pip keeps only the
+/// candidates whose hash is allowed, so it fetches that file and no other.
+pub fn download_requirements(artifacts: &[&LockedArtifact]) -> String {
+    artifacts
+        .iter()
+        .map(|a| format!("{}=={} --hash=sha256:{}\n", a.name, a.version, a.sha256))
+        .collect()
+}
+
+/// `pip download` arguments; with a target, for the image's interpreter and platform (every
+/// tag it accepts, since pip takes `--platform` literally: given `manylinux_2_36_x86_64`
+/// alone it refuses a `manylinux_2_17` wheel), else for source archives.
+pub fn pip_download_args(
+    dest: &Path,
+    requirements: &Path,
+    index: Option<&str>,
+    wheels_for: Option<&Target>,
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "download",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-deps",
+        "--require-hashes",
+    ]
+    .map(String::from)
+    .to_vec();
+    if let Some(index) = index {
+        args.extend(["--index-url".to_string(), index.to_string()]);
+    }
+    match wheels_for {
+        Some(target) => args.extend(target_args(target)),
+        None => args.extend(["--no-binary=:all:".to_string()]),
+    }
+    args.extend([
+        "--dest".to_string(),
+        dest.display().to_string(),
+        "--requirement".to_string(),
+        requirements.display().to_string(),
+    ]);
+    args
+}
+
+/// pip's options for "wheels for the image's interpreter", whatever the host runs.
+fn target_args(target: &Target) -> Vec<String> {
+    let (major, minor) = target.platform.python;
+    let mut args: Vec<String> = vec![
+        "--only-binary=:all:".into(),
+        "--python-version".into(),
+        format!("{major}.{minor}"),
+        "--implementation".into(),
+        "cp".into(),
+    ];
+    for abi in [format!("cp{major}{minor}"), "abi3".into(), "none".into()] {
+        args.extend(["--abi".to_string(), abi]);
+    }
+    for platform in target.platform.platform_tags() {
+        args.extend(["--platform".to_string(), platform]);
+    }
+    args
+}
+
+/// A source the builder stage builds: a path dependency, a source archive or a local file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LocalSource {
+    name: String,
+    /// Where the build context keeps it, relative to [`CONTEXT_DIR`].
+    context_path: String,
+    build: BuildSystem,
+}
+
+/// A source's `[build-system]` table (PEP 517/518).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct BuildSystem {
+    pub requires: Vec<String>,
+    pub backend: String,
+    /// Whether a build may run a compiler.
+    pub compiles: bool,
+}
+
+impl BuildSystem {
+    /// From a `pyproject.toml`'s text; PEP 517's defaults (setuptools' legacy backend) when it
+    /// has no `[build-system]`. A pure backend with a build hook or extension modules in its
+    /// configuration may compile, as does every other backend.
+    pub fn from_pyproject(text: Option<&str>) -> Result<BuildSystem> {
+        let pyproject: toml::Value = match text {
+            Some(text) => toml::from_str(text).context("reading pyproject.toml")?,
+            None => toml::Value::Table(Default::default()),
+        };
+        let system = pyproject.get("build-system");
+        let requires = match system
+            .and_then(|s| s.get("requires"))
+            .and_then(|r| r.as_array())
+        {
+            Some(items) => items
+                .iter()
+                .filter_map(|item| item.as_str().map(str::to_string))
+                .collect(),
+            None => vec!["setuptools>=40.8.0".to_string()],
+        };
+        let backend = system
+            .and_then(|s| s.get("build-backend"))
+            .and_then(|b| b.as_str())
+            .unwrap_or("setuptools.build_meta:__legacy__")
+            .to_string();
+        let tool = pyproject.get("tool");
+        let has_hooks = tool.is_some_and(|tool| {
+            tool.get("poetry").and_then(|p| p.get("build")).is_some()
+                || tool
+                    .get("hatch")
+                    .and_then(|h| h.get("build"))
+                    .and_then(|b| b.get("hooks"))
+                    .is_some()
+                || tool
+                    .get("setuptools")
+                    .and_then(|s| s.get("ext-modules"))
+                    .is_some()
+        });
+        let compiles = has_hooks || !PURE_BACKENDS.contains(&backend.as_str());
+        let mut requires: Vec<String> = requires;
+        // setuptools before 70.1 asks for `wheel` when building one; offering it is harmless.
+        if backend.starts_with("setuptools") && !requires.iter().any(|r| r.starts_with("wheel")) {
+            requires.push("wheel".to_string());
+        }
+        Ok(BuildSystem {
+            requires,
+            backend,
+            compiles,
+        })
+    }
+}
+
+/// Reads the build system of every source the builder stage builds.
+fn local_sources(sh: &Shell, installs: &[Install], cache: &Path) -> Result<Vec<LocalSource>> {
+    let mut sources = Vec::new();
+    for install in installs {
+        let (name, context_path, build) = match install {
+            Install::Wheel(_) => continue,
+            Install::Path { name, dir, .. } => {
+                if !dir.join("pyproject.toml").is_file() && !dir.join("setup.py").is_file() {
+                    bail!(
+                        "the path dependency {name} points at {}, which has no pyproject.toml or setup.py: \
+                         fix its path in pyproject.toml and run `poetry lock`",
+                        dir.display()
+                    );
+                }
+                let text = fs::read_to_string(dir.join("pyproject.toml")).ok();
+                let build = BuildSystem::from_pyproject(text.as_deref()).with_context(|| {
+                    format!("reading the build system of the path dependency {name}")
+                })?;
+                (
+                    name.clone(),
+                    format!("path/{}", markers::normalize_name(name)),
+                    build,
+                )
+            }
+            Install::Sdist(artifact) => {
+                let build =
+                    archive_build_system(sh, &cache.join(&artifact.file)).with_context(|| {
+                        format!(
+                            "reading the build system of {} {}",
+                            artifact.name, artifact.version
+                        )
+                    })?;
+                (
+                    artifact.name.clone(),
+                    format!("sdist/{}", artifact.file),
+                    build,
+                )
+            }
+            Install::File { name, path, .. } => {
+                let file = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let build = if file.ends_with(".whl") {
+                    BuildSystem {
+                        requires: Vec::new(),
+                        backend: String::new(),
+                        compiles: false,
+                    }
+                } else {
+                    archive_build_system(sh, path)
+                        .with_context(|| format!("reading the build system of {name}"))?
+                };
+                (name.clone(), format!("local/{file}"), build)
+            }
+        };
+        sources.push(LocalSource {
+            name,
+            context_path,
+            build,
+        });
+    }
+    Ok(sources)
+}
+
+/// The build system of a source archive, read by the host's Python (it has `tarfile` and
+/// `zipfile`; `tomllib` from 3.11, pip's vendored `tomli` before).
+fn archive_build_system(sh: &Shell, archive: &Path) -> Result<BuildSystem> {
+    const READ: &str = r#"import json, sys, tarfile, zipfile
+try:
+    import tomllib
+except ImportError:
+    from pip._vendor import tomli as tomllib
+path = sys.argv[1]
+if path.endswith(".zip"):
+    z = zipfile.ZipFile(path)
+    names = [n for n in z.namelist() if n.count("/") == 1 and n.endswith("/pyproject.toml")]
+    text = z.read(names[0]).decode() if names else None
+else:
+    t = tarfile.open(path)
+    members = [m for m in t.getmembers() if m.name.count("/") == 1 and m.name.endswith("/pyproject.toml")]
+    text = t.extractfile(members[0]).read().decode() if members else None
+print(json.dumps(text))
+"#;
+    let python = python_on_host(sh)?;
+    let output = cmd!(sh, "{python} -c {READ} {archive}")
+        .quiet()
+        .read()
+        .with_context(|| format!("reading pyproject.toml inside {}", archive.display()))?;
+    let text: Option<String> =
+        serde_json::from_str(&output).context("reading the host Python's answer")?;
+    BuildSystem::from_pyproject(text.as_deref())
+}
+
+/// Wheels of `requirements` (and what they need) for the image, fetched once per distinct
+/// set into the cache. They are not in `poetry.lock` (Poetry locks what a project runs, not
+/// what builds it), so unlike the locked files they carry no hash to check.
+fn fetch_build_requirements(
+    sh: &Shell,
+    cache: &Path,
+    requirements: &[String],
+    target: &Target,
+    phase: &Phase,
+) -> Result<Option<PathBuf>> {
+    if requirements.is_empty() {
+        return Ok(None);
+    }
+    let key = sha256_hex(requirements.join("\n").as_bytes());
+    let dir = cache.join("build").join(&key[..16]);
+    let done = dir.join(".complete");
+    if done.is_file() {
+        return Ok(Some(dir));
+    }
+    phase.line(&format!(
+        "fetching build requirements: {}",
+        requirements.join(", ")
+    ));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let python = python_on_host(sh)?;
+    let target_args = target_args(target);
+    cmd!(sh, "{python} -m pip download --quiet --disable-pip-version-check {target_args...} --dest {dir} {requirements...}")
+        .quiet()
+        .run()
+        .context("fetching the build requirements of the path dependencies and source archives with pip")?;
+    fs::write(&done, requirements.join("\n"))
+        .with_context(|| format!("writing {}", done.display()))?;
+    Ok(Some(dir))
+}
+
+/// Lays out [`CONTEXT_DIR`] from the cache: exactly the selected files, nothing stale.
+fn write_context(
+    runner_dir: &Path,
+    cache: &Path,
+    installs: &[Install],
+    local_sources: &[LocalSource],
+    build_dir: Option<&Path>,
+) -> Result<()> {
+    let context = runner_dir.join(CONTEXT_DIR);
+    // Rebuilt whole each time: hard links make that cheap, and Docker's build cache compares
+    // file contents, not times, so an unchanged set keeps every cached layer.
+    let _ = fs::remove_dir_all(&context);
+    fs::create_dir_all(&context).with_context(|| format!("creating {}", context.display()))?;
+    let mut requirements =
+        String::from("# Generated by `cargo xtask` from poetry.lock: do not edit.\n");
+    for install in installs {
+        match install {
+            Install::Wheel(artifact) => {
+                link_or_copy(&cache.join(&artifact.file), &context.join(&artifact.file))?;
+                requirements.push_str(&format!(
+                    "{}=={} --hash=sha256:{}\n",
+                    artifact.name, artifact.version, artifact.sha256
+                ));
+            }
+            Install::Sdist(artifact) => {
+                let dir = context.join("sdist");
+                fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                link_or_copy(&cache.join(&artifact.file), &dir.join(&artifact.file))?;
+            }
+            Install::Path { name, dir, .. } => {
+                copy_source_tree(
+                    dir,
+                    &context.join("path").join(markers::normalize_name(name)),
+                )
+                .with_context(|| {
+                    format!("copying the path dependency {name} into the build context")
+                })?;
+            }
+            Install::File {
+                name, path, sha256, ..
+            } => {
+                let bytes = fs::read(path).with_context(|| {
+                    format!("reading {} (the file dependency {name}): fix its path and run `poetry lock`", path.display())
+                })?;
+                if !sha256.is_empty() && sha256_hex(&bytes) != *sha256 {
+                    bail!("{} (the file dependency {name}) differs from poetry.lock: run `poetry lock`", path.display());
+                }
+                let dir = context.join("local");
+                fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                let file = path.file_name().context("a file dependency names a file")?;
+                fs::write(dir.join(file), bytes)
+                    .with_context(|| format!("copying {}", path.display()))?;
+            }
+        }
+    }
+    let write = |name: &str, text: &str| {
+        let path = context.join(name);
+        fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    };
+    write("requirements.txt", &requirements)?;
+    write("local.txt", &local_list(local_sources))?;
+    let compiles = local_sources.iter().any(|s| s.build.compiles);
+    write("compilers.txt", if compiles { COMPILERS } else { "" })?;
+    let build = context.join("build");
+    fs::create_dir_all(&build).with_context(|| format!("creating {}", build.display()))?;
+    if let Some(dir) = build_dir {
+        for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+            let entry = entry.context("listing the build requirements")?;
+            let name = entry.file_name();
+            if name.to_string_lossy().ends_with(".whl") {
+                link_or_copy(&entry.path(), &build.join(&name))?;
+            }
         }
     }
     Ok(())
 }
 
-/// The file name of a wheel of `package` in `dir` whose bytes match the lock, if any.
-fn verified_wheel(dir: &Path, package: &LockedPackage) -> Result<Option<String>> {
-    for file in package.files.iter().filter(|f| f.file.ends_with(".whl")) {
-        let path = dir.join(&file.file);
-        let Ok(bytes) = fs::read(&path) else { continue };
-        if Some(sha256_hex(&bytes).as_str()) == package.sha256_of(&file.file) {
-            return Ok(Some(file.file.clone()));
-        }
-        // A file with the locked name but other bytes is corrupt or tampered with.
-        fs::remove_file(&path).with_context(|| {
-            format!(
-                "removing {}, whose hash differs from poetry.lock",
-                path.display()
-            )
-        })?;
-    }
-    Ok(None)
+/// `local.txt`: `name /wheels/<path>` per source, in lock order.
+fn local_list(sources: &[LocalSource]) -> String {
+    sources
+        .iter()
+        .map(|s| format!("{} /{CONTEXT_DIR}/{}\n", s.name, s.context_path))
+        .collect()
 }
 
-/// Downloads the wheels for the engine's platform with the host's pip.
-fn fetch(sh: &Shell, dir: &Path, requirements: &Path, platform: &str) -> Result<()> {
-    let arch = match platform {
-        "linux/amd64" => "x86_64",
-        "linux/arm64" => "aarch64",
-        other => bail!("the Docker engine's platform {other} is not one the agent-runner image is built for (linux/amd64, linux/arm64)"),
-    };
-    // Bookworm's glibc is 2.36; pip accepts every older manylinux tag with it.
-    let manylinux = format!("manylinux_2_36_{arch}");
-    let python = python_on_host(sh)?;
-    cmd!(
-        sh,
-        "{python} -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: --require-hashes
-            --python-version 3.11 --implementation cp --abi cp311 --platform {manylinux}
-            --dest {dir} --requirement {requirements}"
-    )
-    .run()
-    .context("fetching the locked wheels with pip (the host needs Python 3 with pip and access to PyPI)")
+fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
+    if fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    fs::copy(from, to)
+        .map(|_| ())
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))
+}
+
+/// Copies a path dependency's source: the files [`runner_container::inputs`] hashes for the
+/// rebuild decision, so what is built is what was decided on.
+fn copy_source_tree(from: &Path, to: &Path) -> Result<()> {
+    for file in runner_container::inputs::path_dependency_files(from)? {
+        let target = to.join(&file);
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        fs::copy(from.join(&file), &target)
+            .with_context(|| format!("copying {}", from.join(&file).display()))?;
+    }
+    Ok(())
 }
 
 pub fn python_on_host(sh: &Shell) -> Result<String> {
@@ -386,124 +667,171 @@ pub fn python_on_host(sh: &Shell) -> Result<String> {
 mod tests {
     use super::*;
 
-    const LOCK: &str = r#"
-[[package]]
-name = "colorama"
-version = "0.4.6"
-groups = ["dev"]
-markers = "sys_platform == \"win32\""
-files = [
-    {file = "colorama-0.4.6-py2.py3-none-any.whl", hash = "sha256:aa"},
-]
-
-[[package]]
-name = "python-multipart"
-version = "0.0.34"
-groups = ["main"]
-files = [
-    {file = "python_multipart-0.0.34-py3-none-any.whl", hash = "sha256:bb"},
-    {file = "python_multipart-0.0.34.tar.gz", hash = "sha256:cc"},
-]
-
-[[package]]
-name = "shared"
-version = "1.0"
-groups = ["main", "dev"]
-markers = {main = "python_version >= \"3.11\"", dev = "sys_platform == \"linux\""}
-files = []
-
-[metadata]
-lock-version = "2.1"
-python-versions = ">=3.11,<3.12"
-content-hash = "x"
-"#;
+    #[test]
+    fn pip_is_asked_for_the_image_not_the_host() {
+        let target = target::tests::bookworm_arm64();
+        let args = pip_download_args(
+            Path::new("/cache/.incoming"),
+            Path::new("/cache/.incoming/requirements.txt"),
+            Some("https://pypi.org/simple"),
+            Some(&target),
+        );
+        let mut expected: Vec<String> = [
+            "download",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--require-hashes",
+            "--index-url",
+            "https://pypi.org/simple",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.11",
+            "--implementation",
+            "cp",
+            "--abi",
+            "cp311",
+            "--abi",
+            "abi3",
+            "--abi",
+            "none",
+        ]
+        .map(String::from)
+        .to_vec();
+        for minor in (17..=36).rev() {
+            expected.extend(["--platform".into(), format!("manylinux_2_{minor}_aarch64")]);
+        }
+        expected.extend(["--platform".into(), "manylinux2014_aarch64".into()]);
+        expected.extend(
+            [
+                "--dest",
+                "/cache/.incoming",
+                "--requirement",
+                "/cache/.incoming/requirements.txt",
+            ]
+            .map(String::from),
+        );
+        assert_eq!(args, expected);
+    }
 
     #[test]
-    fn main_group_requirements_are_exact() {
-        let packages = parse_lock(LOCK).unwrap();
+    fn source_archives_are_fetched_as_they_are() {
+        let args = pip_download_args(Path::new("/d"), Path::new("/r"), None, None);
         assert_eq!(
-            requirements(&packages, &["main"]),
-            "# Generated by `cargo xtask` from poetry.lock: do not edit.\n\
-             python-multipart==0.0.34 --hash=sha256:bb --hash=sha256:cc\n\
-             shared==1.0 ; python_version >= \"3.11\"\n"
+            args,
+            [
+                "download",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--require-hashes",
+                "--no-binary=:all:",
+                "--dest",
+                "/d",
+                "--requirement",
+                "/r"
+            ]
         );
     }
 
     #[test]
-    fn dev_group_carries_markers() {
-        let packages = parse_lock(LOCK).unwrap();
-        let text = requirements(&packages, &["main", "dev"]);
-        assert!(
-            text.contains("colorama==0.4.6 ; sys_platform == \"win32\" --hash=sha256:aa\n"),
-            "{text}"
+    fn download_requirements_pin_the_chosen_file() {
+        let artifact = LockedArtifact {
+            name: "cffi".into(),
+            version: "2.1.1".into(),
+            file: "cffi-2.1.1-cp311-cp311-manylinux2014_x86_64.manylinux_2_17_x86_64.whl".into(),
+            sha256: "ab".repeat(32),
+            index: None,
+        };
+        assert_eq!(
+            download_requirements(&[&artifact]),
+            format!("cffi==2.1.1 --hash=sha256:{}\n", "ab".repeat(32))
         );
-        assert!(
-            text.contains("shared==1.0 ; python_version >= \"3.11\"\n"),
-            "{text}"
-        );
     }
 
     #[test]
-    fn corrupt_or_old_locks_are_refused() {
-        let err = parse_lock("[[package]\nname=").unwrap_err();
-        assert!(format!("{err:#}").contains("poetry lock"), "{err:#}");
-        let old = "[[package]]\nname = \"a\"\nversion = \"1\"\ncategory = \"main\"\n[metadata]\nlock-version = \"1.1\"\n";
-        assert!(format!("{:#}", parse_lock(old).unwrap_err()).contains("lock-version 1.1"));
-    }
-
-    #[test]
-    fn content_hash_matches_poetry_on_the_real_project() {
-        let runner_dir = crate::project_root().join("backend/services/agent-runner");
-        check_lock_is_fresh(&runner_dir).unwrap();
-    }
-
-    #[test]
-    fn content_hash_follows_dependencies_not_other_settings() {
-        let base: toml::Value = toml::from_str(
-            "[project]\nname = \"a\"\ndependencies = [\"x (>=1)\"]\n[tool.pytest]\nq = 1\n",
-        )
+    fn build_systems_say_whether_they_compile() {
+        let poetry = BuildSystem::from_pyproject(Some(
+            "[build-system]\nrequires = [\"poetry-core>=2.0.0,<3.0.0\"]\nbuild-backend = \"poetry.core.masonry.api\"\n",
+        ))
         .unwrap();
-        let renamed: toml::Value = toml::from_str(
-            "[project]\nname = \"b\"\ndependencies = [\"x (>=1)\"]\n[tool.pytest]\nq = 2\n",
-        )
+        assert_eq!(
+            poetry,
+            BuildSystem {
+                requires: vec!["poetry-core>=2.0.0,<3.0.0".into()],
+                backend: "poetry.core.masonry.api".into(),
+                compiles: false
+            }
+        );
+        let with_hook = BuildSystem::from_pyproject(Some(
+            "[build-system]\nrequires = [\"poetry-core\"]\nbuild-backend = \"poetry.core.masonry.api\"\n[tool.poetry.build]\nscript = \"build.py\"\n",
+        ))
         .unwrap();
-        let bumped: toml::Value =
-            toml::from_str("[project]\nname = \"a\"\ndependencies = [\"x (>=2)\"]\n").unwrap();
+        assert!(with_hook.compiles);
+        let setuptools = BuildSystem::from_pyproject(Some(
+            "[build-system]\nrequires = [\"setuptools>=61\"]\nbuild-backend = \"setuptools.build_meta\"\n",
+        ))
+        .unwrap();
+        assert_eq!(setuptools.requires, ["setuptools>=61", "wheel"]);
+        assert!(setuptools.compiles);
+        let legacy = BuildSystem::from_pyproject(None).unwrap();
         assert_eq!(
-            poetry_content_hash(&base).unwrap(),
-            poetry_content_hash(&renamed).unwrap()
-        );
-        assert_ne!(
-            poetry_content_hash(&base).unwrap(),
-            poetry_content_hash(&bumped).unwrap()
-        );
-        // python3 -c 'import json,hashlib; print(hashlib.sha256(json.dumps({"project": {"dependencies": ["x (>=1)"]}, "tool": {"poetry": {}}}, sort_keys=True).encode()).hexdigest())'
-        assert_eq!(
-            poetry_content_hash(&base).unwrap(),
-            "1eb4c6e5476320d67c8a29a1f9c648390748bde017eddda64e6c2e4a2e7abcb9"
+            legacy,
+            BuildSystem {
+                requires: vec!["setuptools>=40.8.0".into(), "wheel".into()],
+                backend: "setuptools.build_meta:__legacy__".into(),
+                compiles: true
+            }
         );
     }
 
     #[test]
-    fn python_json_escapes_like_python() {
+    fn local_list_names_each_source() {
+        let pure = BuildSystem {
+            requires: vec![],
+            backend: "hatchling.build".into(),
+            compiles: false,
+        };
+        let sources = [
+            LocalSource {
+                name: "graphton".into(),
+                context_path: "path/graphton".into(),
+                build: pure.clone(),
+            },
+            LocalSource {
+                name: "pure-sdist".into(),
+                context_path: "sdist/pure_sdist-1.0.tar.gz".into(),
+                build: pure,
+            },
+        ];
         assert_eq!(
-            python_json_string("é\"\\\n😀"),
-            "\"\\u00e9\\\"\\\\\\n\\ud83d\\ude00\""
+            local_list(&sources),
+            "graphton /wheels/path/graphton\npure-sdist /wheels/sdist/pure_sdist-1.0.tar.gz\n"
         );
     }
 
     #[test]
-    fn the_real_lock_parses_and_has_python_multipart_in_main() {
-        let packages =
-            read_lock(&crate::project_root().join("backend/services/agent-runner")).unwrap();
-        let multipart = packages
-            .iter()
-            .find(|p| p.name == "python-multipart")
-            .unwrap();
-        assert!(multipart.groups.contains(&"main".to_string()));
-        assert!(multipart
-            .files
-            .iter()
-            .any(|f| f.file.ends_with(".whl") && f.hash.starts_with("sha256:")));
+    fn summaries_count_each_kind() {
+        let artifact = LockedArtifact {
+            name: "a".into(),
+            version: "1".into(),
+            file: "a-1-py3-none-any.whl".into(),
+            sha256: String::new(),
+            index: None,
+        };
+        let installs = [
+            Install::Wheel(artifact.clone()),
+            Install::Wheel(artifact.clone()),
+            Install::Sdist(artifact),
+            Install::Path {
+                name: "graphton".into(),
+                version: "0.3.0".into(),
+                dir: PathBuf::from("/x"),
+            },
+        ];
+        assert_eq!(
+            summary(&installs),
+            "2 wheels, 1 source archive, 1 path dependency"
+        );
     }
 }
