@@ -341,7 +341,6 @@ impl Session {
                 &engine.platform(),
                 phase,
             )
-            .map(|_| ())
         })?;
         self.base = Some(base);
         progress.phase("Building stigmer-server and stigmer", |_| {

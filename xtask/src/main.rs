@@ -12,6 +12,7 @@ mod dev;
 mod image;
 mod logs;
 mod publish;
+mod size;
 mod smoke;
 mod status;
 mod stop;
@@ -62,6 +63,8 @@ enum Command {
     Bench(bench::Bench),
     /// Build the agent-runner image if needed and push it under its inputs digest and version.
     PublishRunner(publish::PublishRunner),
+    /// Split the agent-runner image's size into base, dependencies, source and the rest.
+    Size(size::Size),
 }
 
 /// What every subcommand needs, gathered once from the environment before anything runs.
@@ -145,6 +148,7 @@ fn run() -> Result<()> {
         Command::Ci(cmd) => cmd.run(&sh, &project),
         Command::Bench(cmd) => cmd.run(&sh, &project),
         Command::PublishRunner(cmd) => cmd.run(&sh, &project),
+        Command::Size(cmd) => cmd.run(&sh, &project),
     }
 }
 

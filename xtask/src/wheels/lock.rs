@@ -329,6 +329,7 @@ pub struct LockedArtifact {
 }
 
 impl Install {
+    #[cfg(test)]
     pub fn name(&self) -> &str {
         match self {
             Install::Wheel(artifact) | Install::Sdist(artifact) => &artifact.name,
@@ -697,7 +698,7 @@ content-hash = "x"
                     let file = &artifact.file;
                     assert!(
                         file.ends_with("-none-any.whl")
-                            || file.contains(&format!("manylinux")) && file.contains(arch),
+                            || (file.contains("manylinux") && file.contains(arch)),
                         "{file}"
                     );
                     assert!(

@@ -29,7 +29,7 @@ pub mod target;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use runner_container::docker::Docker;
@@ -57,16 +57,6 @@ const PURE_BACKENDS: [&str; 5] = [
 /// Debian packages the builder stage installs when a source may compile C.
 const COMPILERS: &str = "gcc libc6-dev\n";
 
-/// What [`prepare`] did, for the caller's report.
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    pub target: Target,
-    pub installs: Vec<Install>,
-    /// Files fetched from the index this time (none when the cache had them all).
-    pub fetched: usize,
-    pub fetch_time: Duration,
-}
-
 /// Where wheels and targets are cached: `target/xtask/wheels/`.
 pub fn cache_root(project_cache_dir: &Path) -> PathBuf {
     project_cache_dir.join("wheels")
@@ -82,7 +72,7 @@ pub fn prepare(
     base_image_id: &str,
     platform: &str,
     phase: &Phase,
-) -> Result<Prepared> {
+) -> Result<()> {
     check_lock_is_fresh(runner_dir)?;
     let packages = read_lock(runner_dir)?;
     let arch = Arch::from_docker_platform(platform)?;
@@ -123,13 +113,7 @@ pub fn prepare(
         &installs,
         &local_sources,
         build_dir.as_deref(),
-    )?;
-    Ok(Prepared {
-        target,
-        installs,
-        fetched,
-        fetch_time,
-    })
+    )
 }
 
 /// `12 wheels, 1 source archive, 2 path dependencies`.
