@@ -79,7 +79,8 @@ expected = {
 imports = {}
 for module in ["graphton", "stigmer_api_stubs", "grpc", "grpc_reflection.v1alpha.reflection",
                "pydantic_core._pydantic_core", "cryptography.hazmat.bindings._rust",
-               "google.protobuf.struct_pb2", "langgraph.graph", "temporalio.worker", "daytona"]:
+               "google.protobuf.struct_pb2", "langgraph.graph", "temporalio.worker", "daytona",
+               "docopt"]:
     try:
         importlib.import_module(module)
         imports[module] = "ok"
@@ -158,8 +159,8 @@ fn built() -> &'static Built {
         assert_success(&build);
         let text = stderr(&build);
         assert!(
-            text.contains("2 path dependencies"),
-            "the plan names the path dependencies:\n{text}"
+            text.contains("1 source archive, 2 path dependencies"),
+            "the plan names the source archive and the path dependencies:\n{text}"
         );
         let size = xtask(&["size", "--json"]);
         assert_success(&size);
@@ -256,7 +257,7 @@ fn dev_group_and_windows_only_packages_are_absent() {
 }
 
 #[test]
-fn path_dependencies_native_modules_and_multipart_import() {
+fn path_dependencies_source_archives_native_modules_and_multipart_import() {
     let imports = built().report["imports"].as_object().unwrap();
     let failed: Vec<String> = imports
         .iter()
@@ -264,7 +265,7 @@ fn path_dependencies_native_modules_and_multipart_import() {
         .map(|(module, result)| format!("{module}: {result}"))
         .collect();
     assert!(failed.is_empty(), "imports failed in the image: {failed:?}");
-    assert_eq!(imports.len(), 11);
+    assert_eq!(imports.len(), 12);
     // Installed as distributions, not as editable links back to a host path.
     let installed = built().report["installed"].as_object().unwrap();
     assert_eq!(installed["graphton"], "0.3.0");

@@ -639,7 +639,20 @@ content-hash = "x"
                 },
             ]
         );
-        assert!(!installs.iter().any(|i| matches!(i, Install::Sdist(_))));
+        let sdists: Vec<&Install> = installs
+            .iter()
+            .filter(|i| matches!(i, Install::Sdist(_)))
+            .collect();
+        assert_eq!(
+            sdists,
+            [&Install::Sdist(LockedArtifact {
+                name: "docopt".into(),
+                version: "0.6.2".into(),
+                file: "docopt-0.6.2.tar.gz".into(),
+                sha256: "49b3a825280bd66b3aa83585ef59c4a8c82f2c8a522dbe754a8bc8d08c85c491".into(),
+                index: Some("https://pypi.org/simple".into()),
+            })]
+        );
     }
 
     #[test]

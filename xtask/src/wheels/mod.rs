@@ -44,15 +44,18 @@ use target::Target;
 /// The build context's directory for dependencies, beside the Dockerfile.
 pub const CONTEXT_DIR: &str = "wheels";
 
-/// Build backends that never compile anything (without build hooks), so a source that uses
-/// one needs no compiler in the builder stage.
-const PURE_BACKENDS: [&str; 5] = [
-    "poetry.core.masonry.api",
-    "hatchling.build",
-    "flit_core.buildapi",
-    "pdm.backend",
-    "uv_build",
-];
+/// File extensions of sources a compiler turns into extension modules (C, C++, Cython,
+/// Fortran). A source with none of them builds without a compiler whatever its backend.
+const NATIVE_SOURCES: [&str; 8] = [".c", ".cc", ".cpp", ".cxx", ".pyx", ".f", ".f90", ".rs"];
+
+/// Whether a file list holds native sources.
+pub fn has_native_sources<'a>(files: impl IntoIterator<Item = &'a str>) -> bool {
+    files.into_iter().any(|file| {
+        NATIVE_SOURCES
+            .iter()
+            .any(|ext| file.to_ascii_lowercase().ends_with(ext))
+    })
+}
 
 /// Debian packages the builder stage installs when a source may compile C.
 const COMPILERS: &str = "gcc libc6-dev\n";
@@ -333,26 +336,26 @@ struct LocalSource {
     build: BuildSystem,
 }
 
-/// A source's `[build-system]` table (PEP 517/518).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+/// A source's `[build-system]` table (PEP 517/518) and whether building it compiles.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildSystem {
     pub requires: Vec<String>,
     pub backend: String,
-    /// Whether a build may run a compiler.
+    /// Whether the source holds native code, so the builder stage needs a compiler.
     pub compiles: bool,
 }
 
 impl BuildSystem {
     /// From a `pyproject.toml`'s text; PEP 517's defaults (setuptools' legacy backend) when it
-    /// has no `[build-system]`. A pure backend with a build hook or extension modules in its
-    /// configuration may compile, as does every other backend.
-    pub fn from_pyproject(text: Option<&str>) -> Result<BuildSystem> {
+    /// has none or no `[build-system]`
+    /// (https://pip.pypa.io/en/stable/reference/build-system/pyproject-toml/#fallback-behaviour).
+    pub fn from_pyproject(text: Option<&str>, compiles: bool) -> Result<BuildSystem> {
         let pyproject: toml::Value = match text {
             Some(text) => toml::from_str(text).context("reading pyproject.toml")?,
             None => toml::Value::Table(Default::default()),
         };
         let system = pyproject.get("build-system");
-        let requires = match system
+        let mut requires: Vec<String> = match system
             .and_then(|s| s.get("requires"))
             .and_then(|r| r.as_array())
         {
@@ -367,21 +370,6 @@ impl BuildSystem {
             .and_then(|b| b.as_str())
             .unwrap_or("setuptools.build_meta:__legacy__")
             .to_string();
-        let tool = pyproject.get("tool");
-        let has_hooks = tool.is_some_and(|tool| {
-            tool.get("poetry").and_then(|p| p.get("build")).is_some()
-                || tool
-                    .get("hatch")
-                    .and_then(|h| h.get("build"))
-                    .and_then(|b| b.get("hooks"))
-                    .is_some()
-                || tool
-                    .get("setuptools")
-                    .and_then(|s| s.get("ext-modules"))
-                    .is_some()
-        });
-        let compiles = has_hooks || !PURE_BACKENDS.contains(&backend.as_str());
-        let mut requires: Vec<String> = requires;
         // setuptools before 70.1 asks for `wheel` when building one; offering it is harmless.
         if backend.starts_with("setuptools") && !requires.iter().any(|r| r.starts_with("wheel")) {
             requires.push("wheel".to_string());
@@ -409,9 +397,12 @@ fn local_sources(sh: &Shell, installs: &[Install], cache: &Path) -> Result<Vec<L
                     );
                 }
                 let text = fs::read_to_string(dir.join("pyproject.toml")).ok();
-                let build = BuildSystem::from_pyproject(text.as_deref()).with_context(|| {
-                    format!("reading the build system of the path dependency {name}")
-                })?;
+                let files = runner_container::inputs::path_dependency_files(dir)?;
+                let compiles = has_native_sources(files.iter().filter_map(|f| f.to_str()));
+                let build =
+                    BuildSystem::from_pyproject(text.as_deref(), compiles).with_context(|| {
+                        format!("reading the build system of the path dependency {name}")
+                    })?;
                 (
                     name.clone(),
                     format!("path/{}", markers::normalize_name(name)),
@@ -459,33 +450,34 @@ fn local_sources(sh: &Shell, installs: &[Install], cache: &Path) -> Result<Vec<L
     Ok(sources)
 }
 
-/// The build system of a source archive, read by the host's Python (it has `tarfile` and
-/// `zipfile`; `tomllib` from 3.11, pip's vendored `tomli` before).
+/// The build system of a source archive and its file list, read by the host's Python
+/// (`tarfile` and `zipfile`).
 fn archive_build_system(sh: &Shell, archive: &Path) -> Result<BuildSystem> {
     const READ: &str = r#"import json, sys, tarfile, zipfile
-try:
-    import tomllib
-except ImportError:
-    from pip._vendor import tomli as tomllib
 path = sys.argv[1]
 if path.endswith(".zip"):
     z = zipfile.ZipFile(path)
-    names = [n for n in z.namelist() if n.count("/") == 1 and n.endswith("/pyproject.toml")]
-    text = z.read(names[0]).decode() if names else None
+    files = z.namelist()
+    read = lambda name: z.read(name)
 else:
     t = tarfile.open(path)
-    members = [m for m in t.getmembers() if m.name.count("/") == 1 and m.name.endswith("/pyproject.toml")]
-    text = t.extractfile(members[0]).read().decode() if members else None
-print(json.dumps(text))
+    files = [m.name for m in t.getmembers() if m.isfile()]
+    read = lambda name: t.extractfile(name).read()
+top = [n for n in files if n.count("/") == 1 and n.endswith("/pyproject.toml")]
+text = read(top[0]).decode() if top else None
+print(json.dumps([text, files]))
 "#;
     let python = python_on_host(sh)?;
     let output = cmd!(sh, "{python} -c {READ} {archive}")
         .quiet()
         .read()
         .with_context(|| format!("reading pyproject.toml inside {}", archive.display()))?;
-    let text: Option<String> =
+    let (text, files): (Option<String>, Vec<String>) =
         serde_json::from_str(&output).context("reading the host Python's answer")?;
-    BuildSystem::from_pyproject(text.as_deref())
+    BuildSystem::from_pyproject(
+        text.as_deref(),
+        has_native_sources(files.iter().map(String::as_str)),
+    )
 }
 
 /// Wheels of `requirements` (and what they need) for the image, fetched once per distinct
@@ -734,10 +726,11 @@ mod tests {
     }
 
     #[test]
-    fn build_systems_say_whether_they_compile() {
-        let poetry = BuildSystem::from_pyproject(Some(
-            "[build-system]\nrequires = [\"poetry-core>=2.0.0,<3.0.0\"]\nbuild-backend = \"poetry.core.masonry.api\"\n",
-        ))
+    fn build_systems_and_native_sources() {
+        let poetry = BuildSystem::from_pyproject(
+            Some("[build-system]\nrequires = [\"poetry-core>=2.0.0,<3.0.0\"]\nbuild-backend = \"poetry.core.masonry.api\"\n"),
+            false,
+        )
         .unwrap();
         assert_eq!(
             poetry,
@@ -747,26 +740,31 @@ mod tests {
                 compiles: false
             }
         );
-        let with_hook = BuildSystem::from_pyproject(Some(
-            "[build-system]\nrequires = [\"poetry-core\"]\nbuild-backend = \"poetry.core.masonry.api\"\n[tool.poetry.build]\nscript = \"build.py\"\n",
-        ))
-        .unwrap();
-        assert!(with_hook.compiles);
-        let setuptools = BuildSystem::from_pyproject(Some(
-            "[build-system]\nrequires = [\"setuptools>=61\"]\nbuild-backend = \"setuptools.build_meta\"\n",
-        ))
+        let setuptools = BuildSystem::from_pyproject(
+            Some("[build-system]\nrequires = [\"setuptools>=61\"]\nbuild-backend = \"setuptools.build_meta\"\n"),
+            true,
+        )
         .unwrap();
         assert_eq!(setuptools.requires, ["setuptools>=61", "wheel"]);
-        assert!(setuptools.compiles);
-        let legacy = BuildSystem::from_pyproject(None).unwrap();
+        // docopt 0.6.2: a setup.py and no pyproject.toml.
         assert_eq!(
-            legacy,
+            BuildSystem::from_pyproject(None, false).unwrap(),
             BuildSystem {
                 requires: vec!["setuptools>=40.8.0".into(), "wheel".into()],
                 backend: "setuptools.build_meta:__legacy__".into(),
-                compiles: true
+                compiles: false
             }
         );
+        assert!(has_native_sources([
+            "pkg-1.0/setup.py",
+            "pkg-1.0/src/_speedups.C"
+        ]));
+        assert!(has_native_sources(["pkg-1.0/pkg/_fast.pyx"]));
+        assert!(!has_native_sources([
+            "docopt-0.6.2/setup.py",
+            "docopt-0.6.2/docopt.py",
+            "docopt-0.6.2/README.rst"
+        ]));
     }
 
     #[test]
