@@ -111,6 +111,18 @@ pub fn parse_lock(text: &str) -> Result<Vec<LockedPackage>> {
     Ok(lock.package)
 }
 
+/// The `[[package]]` tables of a piece of `poetry.lock`, without its `[metadata]`.
+pub fn parse_packages(text: &str) -> Result<Vec<LockedPackage>> {
+    #[derive(Deserialize)]
+    struct Packages {
+        #[serde(default)]
+        package: Vec<LockedPackage>,
+    }
+    let packages: Packages = toml::from_str(text)
+        .context("poetry.lock is not a valid Poetry lock file; regenerate it with `poetry lock`")?;
+    Ok(packages.package)
+}
+
 pub fn read_lock(runner_dir: &Path) -> Result<Vec<LockedPackage>> {
     let path = runner_dir.join("poetry.lock");
     let text = fs::read_to_string(&path).with_context(|| {

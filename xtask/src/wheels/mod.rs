@@ -337,7 +337,7 @@ struct LocalSource {
 }
 
 /// A source's `[build-system]` table (PEP 517/518) and whether building it compiles.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BuildSystem {
     pub requires: Vec<String>,
     pub backend: String,
@@ -410,8 +410,8 @@ fn local_sources(sh: &Shell, installs: &[Install], cache: &Path) -> Result<Vec<L
                 )
             }
             Install::Sdist(artifact) => {
-                let build =
-                    archive_build_system(sh, &cache.join(&artifact.file)).with_context(|| {
+                let build = cached_archive_build_system(sh, &cache.join(&artifact.file))
+                    .with_context(|| {
                         format!(
                             "reading the build system of {} {}",
                             artifact.name, artifact.version
@@ -448,6 +448,24 @@ fn local_sources(sh: &Shell, installs: &[Install], cache: &Path) -> Result<Vec<L
         });
     }
     Ok(sources)
+}
+
+/// [`archive_build_system`], kept beside the archive in the cache: an archive checked
+/// against the lock never changes, and reading it costs a Python start.
+fn cached_archive_build_system(sh: &Shell, archive: &Path) -> Result<BuildSystem> {
+    let mut name = archive.as_os_str().to_owned();
+    name.push(".build-system.json");
+    let cached = PathBuf::from(name);
+    if let Some(build) = fs::read(&cached)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+    {
+        return Ok(build);
+    }
+    let build = archive_build_system(sh, archive)?;
+    // Only a cache: without it the archive is read again next time.
+    let _ = fs::write(&cached, serde_json::to_vec(&build).unwrap_or_default());
+    Ok(build)
 }
 
 /// The build system of a source archive and its file list, read by the host's Python
