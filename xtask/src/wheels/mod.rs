@@ -41,8 +41,15 @@ pub use lock::{check_lock_is_fresh, read_lock, requirements, Install, LockedArti
 use tags::Arch;
 use target::Target;
 
-/// The build context's directory for dependencies, beside the Dockerfile.
+/// The build context's directory for dependencies, beside the Dockerfile; the Dockerfile
+/// copies it to `/wheels/`.
 pub const CONTEXT_DIR: &str = "wheels";
+/// The files and directories in [`CONTEXT_DIR`] the Dockerfile reads by name (a test checks
+/// that it does, and that `.dockerignore` lets them through).
+const REQUIREMENTS: &str = "requirements.txt";
+const LOCAL_LIST: &str = "local.txt";
+const COMPILERS_LIST: &str = "compilers.txt";
+const BUILD_DIR: &str = "build";
 
 /// File extensions of sources a compiler turns into extension modules (C, C++, Cython,
 /// Fortran). A source with none of them builds without a compiler whatever its backend.
@@ -593,11 +600,11 @@ fn write_context(
         let path = context.join(name);
         fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
     };
-    write("requirements.txt", &requirements)?;
-    write("local.txt", &local_list(local_sources))?;
+    write(REQUIREMENTS, &requirements)?;
+    write(LOCAL_LIST, &local_list(local_sources))?;
     let compiles = local_sources.iter().any(|s| s.build.compiles);
-    write("compilers.txt", if compiles { COMPILERS } else { "" })?;
-    let build = context.join("build");
+    write(COMPILERS_LIST, if compiles { COMPILERS } else { "" })?;
+    let build = context.join(BUILD_DIR);
     fs::create_dir_all(&build).with_context(|| format!("creating {}", build.display()))?;
     if let Some(dir) = build_dir {
         for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
@@ -783,6 +790,48 @@ mod tests {
             "docopt-0.6.2/docopt.py",
             "docopt-0.6.2/README.rst"
         ]));
+    }
+
+    #[test]
+    fn the_dockerfile_and_dockerignore_read_the_context_this_module_writes() {
+        let runner = crate::project_root().join("backend/services/agent-runner");
+        let dockerfile = fs::read_to_string(runner.join("Dockerfile")).unwrap();
+        let dockerignore = fs::read_to_string(runner.join(".dockerignore")).unwrap();
+        assert!(dockerfile.contains(&format!("COPY {CONTEXT_DIR}/ /{CONTEXT_DIR}/\n")));
+        for name in [REQUIREMENTS, LOCAL_LIST, COMPILERS_LIST, BUILD_DIR] {
+            assert!(
+                dockerfile.contains(&format!("/{CONTEXT_DIR}/{name}")),
+                "the Dockerfile does not read /{CONTEXT_DIR}/{name}"
+            );
+        }
+        assert!(dockerignore
+            .lines()
+            .any(|line| line == format!("!{CONTEXT_DIR}/")));
+    }
+
+    #[test]
+    fn root_extras_come_from_pyproject() {
+        let dir = std::env::temp_dir().join(format!("wheels-extras-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("pyproject.toml"), "[project]\nname = \"x\"\n").unwrap();
+        assert_eq!(root_extras(&dir).unwrap(), Vec::<String>::new());
+        fs::write(
+            dir.join("pyproject.toml"),
+            "[tool.stigmer.image]\nextras = [\"s3\", \"gcs\"]\n",
+        )
+        .unwrap();
+        assert_eq!(root_extras(&dir).unwrap(), ["s3", "gcs"]);
+        fs::write(
+            dir.join("pyproject.toml"),
+            "[tool.stigmer.image]\nextras = \"s3\"\n",
+        )
+        .unwrap();
+        let err = root_extras(&dir).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("must be a list of names"),
+            "{err:#}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
