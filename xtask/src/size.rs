@@ -2,10 +2,11 @@
 //!
 //! The image's size (`docker image inspect`) is split into its base image (the ID its
 //! `dev.stigmer.inputs.manifest` label records), the dependencies (every file under
-//! `/opt/venv`, with the ten largest distributions by installed size as their `RECORD`
-//! files list them), the project's source (`/app`) and everything else, which is what
-//! the Dockerfile adds beyond those three: a second copy of the venv, compilers or a wheels
-//! layer left in the runtime stage would all show there, with the layers that hold them.
+//! `/opt/venv` and `/opt/local`, with the ten largest distributions by installed size as
+//! their `RECORD` files list them), the project's source (`/app`) and everything else,
+//! which is what the Dockerfile adds beyond those three: a second copy of the venv,
+//! compilers or a wheels layer left in the runtime stage would all show there, with the
+//! layers that hold them.
 //! The in-image part runs the image's own Python once, with no network.
 
 use anyhow::{bail, Context, Result};
@@ -37,6 +38,7 @@ def file_bytes(top):
     return total
 
 site = [p for p in sys.path if p.startswith("/opt/venv/") and p.endswith("site-packages")]
+site.append("/opt/local")
 distributions = []
 for dist in md.distributions(path=site):
     total = 0
@@ -47,7 +49,7 @@ for dist in md.distributions(path=site):
     distributions.append({"name": dist.metadata["Name"], "version": dist.version, "bytes": total})
 print(json.dumps({
     "distributions": distributions,
-    "venv_bytes": file_bytes("/opt/venv"),
+    "venv_bytes": file_bytes("/opt/venv") + file_bytes("/opt/local"),
     "source_bytes": file_bytes("/app"),
 }))
 "#;
@@ -149,7 +151,7 @@ impl Breakdown {
         row(format!("base image {}", self.base), self.base_bytes as i64);
         row(
             format!(
-                "dependencies ({} distributions in /opt/venv)",
+                "dependencies ({} distributions in /opt/venv and /opt/local)",
                 self.distributions
             ),
             self.dependencies_bytes as i64,
@@ -212,16 +214,31 @@ pub fn parse_history(text: &str, base_layers: usize) -> Result<Vec<Layer>> {
                 bytes: bytes.trim().parse().with_context(|| {
                     format!("reading the layer size `{bytes}` docker history printed")
                 })?,
-                created_by: created_by
-                    .trim()
-                    .trim_start_matches("/bin/sh -c ")
-                    .trim_start_matches("#(nop) ")
-                    .trim()
-                    .to_string(),
+                created_by: readable_step(created_by),
             })
         })
         .filter(|layer| !matches!(layer, Ok(Layer { bytes: 0, .. })))
         .collect()
+}
+
+/// A history row's command as a reader wants it: without the legacy builder's `/bin/sh -c
+/// #(nop)` prefix, and with the 64-digit content digests of `COPY dir:…` shortened, so the
+/// destination (`in /opt/venv`) stays visible.
+fn readable_step(created_by: &str) -> String {
+    let step = created_by
+        .trim()
+        .trim_start_matches("/bin/sh -c ")
+        .trim_start_matches("#(nop) ")
+        .trim();
+    step.split(' ')
+        .map(|word| match word.split_once(':') {
+            Some((kind @ ("dir" | "file" | "multi"), digest)) if digest.len() > 12 => {
+                format!("{kind}:{}…", &digest[..12])
+            }
+            _ => word.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn history(docker: &Docker, reference: &str) -> Result<String> {
@@ -303,7 +320,7 @@ mod tests {
     /// `docker history --human=false --no-trunc --format '{{.Size}}\t{{.CreatedBy}}'` of an
     /// image built from the realistic fixture on stigmer-python-base:3.11-bookworm.
     const HISTORY: &str = "0\t/bin/sh -c #(nop)  LABEL dev.stigmer.poetry-lock.sha256=fe4a\n\
-53138\t/bin/sh -c #(nop) COPY dir:71045268d1e2 in /app/agent_runner \n\
+53138\t/bin/sh -c #(nop) COPY dir:71045268d1e2a31e8a090a174e8d6f6ef39a26377de508185ace9e557c346fac in /app/agent_runner \n\
 0\t/bin/sh -c #(nop)  ARG STIGMER_INPUTS_MANIFEST=\n\
 0\t/bin/sh -c #(nop)  CMD [\"python\" \"-m\" \"agent_runner\"]\n\
 219077731\t/bin/sh -c #(nop) COPY dir:21437e1a0484 in /opt/venv \n\
@@ -317,7 +334,7 @@ mod tests {
             [
                 Layer {
                     bytes: 53138,
-                    created_by: "COPY dir:71045268d1e2 in /app/agent_runner".into()
+                    created_by: "COPY dir:71045268d1e2… in /app/agent_runner".into()
                 },
                 Layer {
                     bytes: 219077731,
