@@ -165,7 +165,9 @@ impl Breakdown {
             .distributions
             .saturating_sub(self.largest_distributions.len());
         if rest > 0 {
-            let others = self.dependencies_bytes - named - self.unowned_venv_bytes;
+            let others = self
+                .dependencies_bytes
+                .saturating_sub(named + self.unowned_venv_bytes);
             rows.push((format!("  {rest} other distributions"), others as i64));
         }
         rows.push((
