@@ -332,10 +332,18 @@ impl Session {
             image::short_id(&base.id),
             configured.reference
         ));
-        self.base = Some(base);
         progress.phase("Preparing locked wheels", |phase| {
-            wheels::prepare(sh, &self.runner_dir, &engine.platform(), phase)
+            wheels::prepare(
+                sh,
+                &self.docker,
+                &project.cache_dir(),
+                &self.runner_dir,
+                &base.id,
+                &engine.platform(),
+                phase,
+            )
         })?;
+        self.base = Some(base);
         progress.phase("Building stigmer", |_| {
             let _dir = sh.push_dir(&project.root);
             cmd!(sh, "cargo build --quiet --package stigmer")
@@ -1447,7 +1455,7 @@ fn notes(session: &Session) -> Vec<String> {
     vec![
         "Ours is the built xtask binary run as a child process (`xtask --runner-dir <copy> dev`); cargo's own start is not in these figures: see the floors for what `cargo xtask` adds.".to_string(),
         "docker-compose runs `up -d --build` on the same Dockerfile, compose file and copy of the service, with the same base image (STIGMER_BASE_IMAGE) and wheels/ prepared by xtask; it builds with its default (legacy) builder.".to_string(),
-        "poetry.lock changed: a real change made by Poetry is not available here (the locked wheels come from PyPI through the host), so a comment line is appended: the bytes the rebuild decision hashes change, the locked packages do not. Ours therefore rebuilds (every step from the build cache, new labels) and restarts; compose does not see poetry.lock at all (.dockerignore keeps it out of the context) and changes nothing. A real bump changes wheels/requirements.txt, which both tools see, and reinstalls the dependency layer in both.".to_string(),
+        "poetry.lock changed: a real change made by Poetry is not available here (the locked wheels come from PyPI through the host), so a comment line is appended: the bytes the rebuild decision hashes change, the locked packages do not. Ours therefore rebuilds (every step from the build cache, new labels) and restarts; compose does not see poetry.lock at all (.dockerignore keeps it out of the context) and changes nothing. A real bump changes wheels/index/requirements.txt, which both tools see, and reinstalls the dependency layer in both.".to_string(),
         format!("Each tool has its own image, container, ports and data directory ({} / {}); the benchmark's own base image makes every first build start from an empty build cache, and everything descending from it is removed at the end.", session.ours.container, session.theirs.container),
     ]
 }

@@ -435,7 +435,12 @@ mod tests {
 
     #[test]
     fn the_checked_in_pyproject_has_a_valid_policy() {
-        read_policy(&crate::project_root().unwrap().join("backend/services/agent-runner")).unwrap();
+        read_policy(
+            &crate::project_root()
+                .unwrap()
+                .join("backend/services/agent-runner"),
+        )
+        .unwrap();
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod image;
 mod import_check;
 mod logs;
 mod publish;
+mod size;
 mod smoke;
 mod status;
 mod stop;
@@ -63,6 +64,8 @@ enum Command {
     Bench(bench::Bench),
     /// Build the agent-runner image if needed and push it under its inputs digest and version.
     PublishRunner(publish::PublishRunner),
+    /// Split the agent-runner image's size into base, dependencies, source and the rest.
+    Size(size::Size),
 }
 
 /// What every subcommand needs, gathered once from the environment before anything runs.
@@ -155,6 +158,7 @@ fn run() -> Result<()> {
         Command::Ci(cmd) => cmd.run(&sh, &project),
         Command::Bench(cmd) => cmd.run(&sh, &project),
         Command::PublishRunner(cmd) => cmd.run(&sh, &project),
+        Command::Size(cmd) => cmd.run(&sh, &project),
     }
 }
 

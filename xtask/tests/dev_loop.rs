@@ -252,7 +252,7 @@ fn source_change_rebuilds_without_reinstalling_dependencies() {
     let lines: Vec<&str> = text.lines().collect();
     let install = lines
         .iter()
-        .position(|line| line.contains("pip install"))
+        .position(|line| line.contains("pip") && line.contains("--require-hashes"))
         .expect("the build output names the dependency install step");
     let answer = lines[install + 1..]
         .iter()

@@ -2,7 +2,8 @@
 //!
 //! Every input that changes what the agent-runner image holds gets a digest: the
 //! Dockerfile, `.dockerignore`, `pyproject.toml`, `poetry.lock`, the source tree under
-//! `src/`, the base image's ID and the build arguments. The image carries them as labels;
+//! `src/`, each path dependency's source tree (`path dependency graphton`), the base
+//! image's ID and the build arguments. The image carries them as labels;
 //! comparing them with the working tree decides whether to rebuild and says why. Only
 //! declared inputs are read: no walk ever enters a virtual environment, a cache or `target/`.
 
@@ -34,6 +35,22 @@ pub const INPUT_FILES: [&str; 4] = [
 /// The source tree copied into the image.
 pub const SOURCE_DIR: &str = "src";
 pub const BASE_IMAGE_INPUT: &str = "base image";
+/// The prefix of a path dependency's input: `path dependency graphton`.
+pub const PATH_DEPENDENCY_INPUT: &str = "path dependency";
+/// Directory names that are never a path dependency's source: version control, virtual
+/// environments, caches and build output. Neither hashed nor copied into the build context.
+pub const NOT_SOURCE: [&str; 10] = [
+    ".git",
+    ".venv",
+    "venv",
+    "__pycache__",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    "build",
+    "dist",
+    "node_modules",
+];
 pub const BUILD_ARGS_INPUT: &str = "build args";
 
 /// One file of the source tree and its digest.
@@ -110,6 +127,28 @@ impl InputManifest {
         Ok((InputManifest { entries }, tree))
     }
 
+    /// Adds a path dependency's source tree (the files [`path_dependency_files`] lists) as the
+    /// input `path dependency <name>`, so an edit in it names it:
+    /// `path dependency graphton changed: 3f2a… → 9c41…`.
+    pub fn add_path_dependency(&mut self, name: &str, dir: &Path) -> Result<()> {
+        let files = path_dependency_files(dir)
+            .with_context(|| format!("hashing the path dependency {name}"))?;
+        let mut hasher = Sha256::new();
+        for file in &files {
+            let bytes = fs::read(dir.join(file))
+                .with_context(|| format!("reading {}", dir.join(file).display()))?;
+            hasher.update(file.to_string_lossy().replace('\\', "/").as_bytes());
+            hasher.update([0]);
+            hasher.update(sha256_hex(&bytes).as_bytes());
+            hasher.update([b'\n']);
+        }
+        self.entries.insert(
+            format!("{PATH_DEPENDENCY_INPUT} {name}"),
+            hex(&hasher.finalize()),
+        );
+        Ok(())
+    }
+
     /// The digest over every entry, used as the image's inputs label and, later, its tag.
     pub fn digest(&self) -> String {
         let mut hasher = Sha256::new();
@@ -184,6 +223,42 @@ pub fn hash_source_tree(dir: &Path) -> Result<SourceTree> {
         digest: hex(&hasher.finalize()),
         files,
     })
+}
+
+/// The files of a path dependency at `dir`, relative to it and sorted: everything but
+/// [`NOT_SOURCE`] directories, `*.egg-info` and byte-code.
+pub fn path_dependency_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    if !dir.is_dir() {
+        bail!(
+            "{} is missing: a path dependency in poetry.lock points there; fix its path in pyproject.toml and run `poetry lock`",
+            dir.display()
+        );
+    }
+    let walk = WalkDir::new(dir)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|entry| {
+            let name = entry.file_name().to_string_lossy();
+            entry.depth() == 0
+                || !(entry.file_type().is_dir()
+                    && (NOT_SOURCE.contains(&name.as_ref()) || name.ends_with(".egg-info")))
+        });
+    let mut files = Vec::new();
+    for entry in walk {
+        let entry = entry.with_context(|| format!("walking {}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy();
+        if !entry.file_type().is_file() || name.ends_with(".pyc") || name.ends_with(".pyo") {
+            continue;
+        }
+        files.push(
+            entry
+                .path()
+                .strip_prefix(dir)
+                .context("walkdir yields paths under its root")?
+                .to_path_buf(),
+        );
+    }
+    Ok(files)
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -465,6 +540,58 @@ mod tests {
         assert_eq!(
             RebuildDecision::decide(&manifest, Some(&BTreeMap::new())),
             RebuildDecision::Unlabelled
+        );
+    }
+
+    #[test]
+    fn a_path_dependency_change_names_it_and_caches_do_not_count() {
+        let (dir, _cleanup) = service_dir();
+        let lib = dir.join("libs/graphton");
+        fs::create_dir_all(lib.join("graphton/__pycache__")).unwrap();
+        fs::create_dir_all(lib.join(".venv/lib")).unwrap();
+        fs::create_dir_all(lib.join("graphton.egg-info")).unwrap();
+        fs::write(
+            lib.join("pyproject.toml"),
+            "[project]\nname = \"graphton\"\n",
+        )
+        .unwrap();
+        fs::write(lib.join("graphton/__init__.py"), "X = 1\n").unwrap();
+        fs::write(lib.join("graphton/__pycache__/x.pyc"), "junk").unwrap();
+        fs::write(lib.join(".venv/lib/site.py"), "junk").unwrap();
+        fs::write(lib.join("graphton.egg-info/PKG-INFO"), "junk").unwrap();
+        assert_eq!(
+            path_dependency_files(&lib).unwrap(),
+            vec![
+                PathBuf::from("graphton/__init__.py"),
+                PathBuf::from("pyproject.toml")
+            ]
+        );
+        let (mut before, _) = InputManifest::from_tree(&dir, "sha256:base", &args()).unwrap();
+        before.add_path_dependency("graphton", &lib).unwrap();
+        let labels: BTreeMap<String, String> = before.labels().into_iter().collect();
+        fs::write(lib.join(".venv/lib/site.py"), "other junk").unwrap();
+        let (mut same, _) = InputManifest::from_tree(&dir, "sha256:base", &args()).unwrap();
+        same.add_path_dependency("graphton", &lib).unwrap();
+        assert_eq!(
+            RebuildDecision::decide(&same, Some(&labels)),
+            RebuildDecision::UpToDate
+        );
+        fs::write(lib.join("graphton/__init__.py"), "X = 2\n").unwrap();
+        let (mut after, _) = InputManifest::from_tree(&dir, "sha256:base", &args()).unwrap();
+        after.add_path_dependency("graphton", &lib).unwrap();
+        let old = &before.entries["path dependency graphton"][..4];
+        let new = &after.entries["path dependency graphton"][..4];
+        assert_ne!(old, new);
+        assert_eq!(
+            RebuildDecision::decide(&after, Some(&labels)).to_string(),
+            format!("path dependency graphton changed: {old}… → {new}…")
+        );
+        let err = after
+            .add_path_dependency("gone", &dir.join("libs/gone"))
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("path dependency gone"),
+            "{err:#}"
         );
     }
 
