@@ -17,6 +17,8 @@ use runner_container::inspect::ContainerState;
 use runner_container::lifecycle::{inspect_container, log_tail};
 use runner_container::progress::{seconds, Progress};
 use runner_container::server_api::Api;
+use runner_container::spec::TASK_QUEUE;
+use runner_container::temporal;
 use xshell::Shell;
 
 use crate::{import_check, Project};
@@ -39,7 +41,7 @@ const SERVICE_CHECKS: [(&str, Check); 4] = [
     ),
     ("the service runs as a non-root user", non_root),
     (
-        "an echo execution runs through server, queue and container",
+        "an echo execution runs through server, Temporal and container",
         echo_execution,
     ),
 ];
@@ -293,10 +295,20 @@ fn echo_execution(_: &Docker, project: &Project) -> Result<String> {
         created.id,
         execution.result
     );
+    let elapsed = started.elapsed();
+    // The server's record is only its view: Temporal's own must say the same.
+    let workflow = temporal::describe_workflow(&project.stack.temporal, &created.id)?;
+    ensure!(
+        workflow.status == "WORKFLOW_EXECUTION_STATUS_COMPLETED"
+            && workflow.task_queue == TASK_QUEUE
+            && workflow.workflow_type == "ExecuteAgent",
+        "Temporal's history of {} disagrees with the server: {workflow:?}",
+        created.id
+    );
     Ok(format!(
-        "{} returned its input in {}",
+        "{} returned its input in {}, completed in Temporal on {TASK_QUEUE}",
         created.id,
-        seconds(started.elapsed())
+        seconds(elapsed)
     ))
 }
 

@@ -177,7 +177,10 @@ fn install_atomically(target: &Path, binary: &[u8]) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let dir = target.parent().context("a tool path has a directory")?;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let partial = dir.join(format!(".partial-{}", std::process::id()));
+    // Unique per process and per call: test threads of one process install concurrently too.
+    static INSTALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let call = INSTALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let partial = dir.join(format!(".partial-{}-{call}", std::process::id()));
     fs::write(&partial, binary).with_context(|| format!("writing {}", partial.display()))?;
     fs::set_permissions(&partial, fs::Permissions::from_mode(0o755))
         .with_context(|| format!("making {} executable", partial.display()))?;
