@@ -119,10 +119,10 @@ def test_unknown_agent_fails_once_with_the_reason(
 ) -> None:
     cause, event = failure_of(temporal_server, backend, tmp_path, {"execution_id": "exec-x1", "agent": "nope", "input": ""})
     assert isinstance(cause, ApplicationError)
-    assert cause.message == "unknown agent 'nope'; known agents: echo, pr-reviewer"
+    assert cause.message == "unknown agent 'nope'; known agents: echo, pr-reviewer, sleep"
     assert cause.non_retryable
     failure = event.workflow_execution_failed_event_attributes.failure
-    assert failure.message == "unknown agent 'nope'; known agents: echo, pr-reviewer"
+    assert failure.message == "unknown agent 'nope'; known agents: echo, pr-reviewer, sleep"
     assert failure.application_failure_info.non_retryable
     # Non-retryable: exactly one attempt reached the runner.
     assert backend.events_for("exec-x1") == [{"kind": "status", "message": "running (attempt 1)"}]
