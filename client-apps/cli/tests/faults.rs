@@ -346,10 +346,10 @@ fn concurrent_starts_make_one_stack() {
 #[test]
 fn killed_starts_and_stale_files_are_recovered() {
     let stack = Stack::new(&NAMES, "recover");
-    // SIGKILL while waiting for the runner: Temporal, server and container are left running.
+    // SIGKILL while waiting for the stack: Temporal, server and container are left running.
     let (child, _) = spawn_until(
         stack.command(&["server", "start"]),
-        "Waiting for agent runner",
+        "Waiting for the stack to answer",
     );
     signal(&child, 9);
     let _ = wait_with_deadline(child, Duration::from_secs(10));
@@ -409,7 +409,7 @@ fn ctrl_c_during_start_stops_cleanly_and_twice_forces() {
     let stack = Stack::new(&NAMES, "ctrl-c");
     let (child, _) = spawn_until(
         stack.command(&["server", "start"]),
-        "Waiting for agent runner",
+        "Waiting for the stack to answer",
     );
     signal(&child, 2);
     let stopped = wait_with_deadline(child, Duration::from_secs(30));

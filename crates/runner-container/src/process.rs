@@ -267,8 +267,43 @@ pub fn listening_inode(table: &str, port: u16) -> Option<u64> {
 /// Starts the process detached unless ours already runs, and waits until its probe answers.
 /// A stale PID file is removed first. On failure nothing is left running.
 pub fn start(spec: &ProcessSpec) -> Result<StartOutcome> {
+    match launch(spec)? {
+        Launch::AlreadyRunning { pid } => Ok(StartOutcome::AlreadyRunning { pid }),
+        Launch::Launched(launched) => launched.wait_until_ready(spec),
+    }
+}
+
+/// What [`launch`] did: the stack launches all its processes first and then waits for them
+/// together, so their start-up times overlap.
+pub enum Launch {
+    AlreadyRunning { pid: i32 },
+    Launched(Launched),
+}
+
+/// A process just spawned, not yet known to be ready.
+pub struct Launched {
+    child: Child,
+    pid: i32,
+    log_offset: u64,
+}
+
+impl Launched {
+    /// Waits until the probe answers; on failure the process is stopped and its PID file gone.
+    pub fn wait_until_ready(mut self, spec: &ProcessSpec) -> Result<StartOutcome> {
+        if let Err(err) = wait_until_ready(spec, &mut self.child, self.log_offset) {
+            let _ = stop(&spec.pid_file, spec.component, spec.stop_grace);
+            let _ = self.child.wait();
+            return Err(err);
+        }
+        Ok(StartOutcome::Started { pid: self.pid })
+    }
+}
+
+/// Spawns the process detached with its PID file written, unless ours already runs; a stale
+/// PID file is removed first, and a port another process holds is refused.
+pub fn launch(spec: &ProcessSpec) -> Result<Launch> {
     if let ProcessState::Running { record } = state(&spec.pid_file) {
-        return Ok(StartOutcome::AlreadyRunning { pid: record.pid });
+        return Ok(Launch::AlreadyRunning { pid: record.pid });
     }
     remove_stale(&spec.pid_file)?;
     // Another program (or another data directory's stack) may hold a port; its answers must
@@ -320,12 +355,11 @@ pub fn start(spec: &ProcessSpec) -> Result<StartOutcome> {
         .context("a PID file has a directory")?;
     fs::create_dir_all(pid_dir).with_context(|| format!("creating {}", pid_dir.display()))?;
     crate::paths::write_atomically(&spec.pid_file, record.to_line().as_bytes())?;
-    if let Err(err) = wait_until_ready(spec, &mut child, log_offset) {
-        let _ = stop(&spec.pid_file, spec.component, spec.stop_grace);
-        let _ = child.wait();
-        return Err(err);
-    }
-    Ok(StartOutcome::Started { pid })
+    Ok(Launch::Launched(Launched {
+        child,
+        pid,
+        log_offset,
+    }))
 }
 
 fn wait_until_ready(spec: &ProcessSpec, child: &mut Child, log_offset: u64) -> Result<()> {

@@ -287,21 +287,25 @@ pub fn binary(
     TEMPORAL_CLI.ensure_installed(tools_dir, &tools::host_platform(), on_download)
 }
 
-/// Starts the managed dev server unless it runs, or checks that an existing Temporal answers
-/// (`None`).
-pub fn ensure_running(
+/// Launches the managed dev server unless it runs (the caller waits for it, see
+/// [`crate::process::Launched::wait_until_ready`]), or checks that an existing Temporal
+/// answers (`None`).
+pub fn launch(
     settings: &TemporalSettings,
     data_dir: &DataDir,
     tools_dir: &Path,
     on_download: impl FnOnce(&str),
-) -> Result<Option<crate::process::StartOutcome>> {
+) -> Result<Option<(ProcessSpec, crate::process::Launch)>> {
     if !settings.is_managed() {
         check_reachable(settings)?;
         return Ok(None);
     }
     let binary = binary(settings, tools_dir, on_download)?;
     match process_spec(settings, data_dir, binary)? {
-        Some(spec) => Ok(Some(crate::process::start(&spec)?)),
+        Some(spec) => {
+            let launch = crate::process::launch(&spec)?;
+            Ok(Some((spec, launch)))
+        }
         None => Ok(None),
     }
 }

@@ -13,7 +13,7 @@ use crate::engine::EngineInfo;
 use crate::inspect::Image;
 use crate::lifecycle::{self, StartOutcome};
 use crate::lock::StackLock;
-use crate::process::{self, ProcessState};
+use crate::process::{self, Launch, ProcessSpec, ProcessState};
 use crate::progress::Progress;
 use crate::spec::{ContainerSpec, HostUser};
 use crate::stack::StackConfig;
@@ -54,11 +54,17 @@ pub enum ComponentStart {
 }
 
 impl ComponentStart {
-    fn from_process(outcome: process::StartOutcome) -> ComponentStart {
-        match outcome {
-            process::StartOutcome::AlreadyRunning { pid } => ComponentStart::AlreadyRunning { pid },
-            process::StartOutcome::Started { pid } => ComponentStart::Started { pid },
-        }
+    /// What a launch came to once the process is ready (at once when it already ran).
+    fn from_launch(launch: Launch, spec: &ProcessSpec) -> Result<ComponentStart> {
+        Ok(match launch {
+            Launch::AlreadyRunning { pid } => ComponentStart::AlreadyRunning { pid },
+            Launch::Launched(launched) => match launched.wait_until_ready(spec)? {
+                process::StartOutcome::AlreadyRunning { pid } => {
+                    ComponentStart::AlreadyRunning { pid }
+                }
+                process::StartOutcome::Started { pid } => ComponentStart::Started { pid },
+            },
+        })
     }
 
     pub fn started(&self) -> bool {
@@ -141,33 +147,29 @@ fn start_all(
     started: &mut Started,
 ) -> Result<Started5> {
     let data_dir = &config.data_dir;
+    // Everything is launched first and waited for after, so the start-up times overlap: the
+    // server and the runner both keep trying Temporal until it answers.
     let temporal = progress.phase("Starting Temporal", |phase| {
-        let started =
-            temporal::ensure_running(&config.temporal, data_dir, &config.tools_dir, |url| {
-                phase.line(&format!("downloading the Temporal CLI once: {url}"));
-            })?;
-        Ok(match started {
-            Some(outcome) => ComponentStart::from_process(outcome),
-            None => ComponentStart::External {
-                address: config.temporal.frontend_address(),
-            },
+        temporal::launch(&config.temporal, data_dir, &config.tools_dir, |url| {
+            phase.line(&format!("downloading the Temporal CLI once: {url}"));
         })
     })?;
-    started.temporal = temporal.started();
+    started.temporal = matches!(temporal, Some((_, Launch::Launched(_))));
     if let Some(url) = config.temporal.ui_url() {
         progress.note(&format!("Temporal Web UI: {url}"));
     }
-    let server_config = config.server_config(request.program.clone());
+    let server_spec = config
+        .server_config(request.program.clone())
+        .process_spec(data_dir);
     let server = progress.phase("Starting Stigmer server", |_| {
-        let pid_file = data_dir.server_pid_file();
-        if let ProcessState::Running { record } = process::state(&pid_file) {
+        if let ProcessState::Running { record } = process::state(&server_spec.pid_file) {
             if request.replace_outdated_server
-                && process::runs_outdated_binary(&record, &server_config.program)
+                && process::runs_outdated_binary(&record, &server_spec.program)
             {
                 process::stop(
-                    &pid_file,
-                    server_process::COMPONENT,
-                    server_process::STOP_GRACE,
+                    &server_spec.pid_file,
+                    server_spec.component,
+                    server_spec.stop_grace,
                 )?;
                 notes.push(format!(
                     "replaced stigmer-server (pid {}): it ran an older build",
@@ -175,11 +177,9 @@ fn start_all(
                 ));
             }
         }
-        Ok(ComponentStart::from_process(process::start(
-            &server_config.process_spec(data_dir),
-        )?))
+        process::launch(&server_spec)
     })?;
-    started.server = server.started();
+    started.server = matches!(server, Launch::Launched(_));
     let spec = ContainerSpec::agent_runner(
         &config.runner.for_engine(request.engine),
         data_dir,
@@ -194,21 +194,32 @@ fn start_all(
             request.host_user,
         )
     })?;
-    match &runner {
-        StartOutcome::AlreadyRunning { .. } => {}
-        StartOutcome::Replaced { reason, .. } => {
-            notes.push(format!("replaced the agent-runner container: {reason}"))
-        }
-        StartOutcome::Started { .. } => {}
+    if let StartOutcome::Replaced { reason, .. } = &runner {
+        notes.push(format!("replaced the agent-runner container: {reason}"));
     }
     started.runner = runner.started_something().then(|| spec.name.clone());
-    let ready_after = if runner.started_something() {
+    if runner.started_something() {
         (request.on_runner_started)();
-        Some(progress.phase("Waiting for agent runner", |_| {
-            lifecycle::wait_until_ready(docker, &spec, RUNNER_READY_TIMEOUT)
-        })?)
+    }
+    let runner_started = runner.started_something();
+    let finish = || -> Result<(ComponentStart, ComponentStart, Option<Duration>)> {
+        let temporal = match temporal {
+            None => ComponentStart::External {
+                address: config.temporal.frontend_address(),
+            },
+            Some((spec, launch)) => ComponentStart::from_launch(launch, &spec)?,
+        };
+        let server = ComponentStart::from_launch(server, &server_spec)?;
+        let ready_after = runner_started
+            .then(|| lifecycle::wait_until_ready(docker, &spec, RUNNER_READY_TIMEOUT))
+            .transpose()?;
+        Ok((temporal, server, ready_after))
+    };
+    // What already ran answers at once: only a start is worth a phase of its own.
+    let (temporal, server, ready_after) = if started.temporal || started.server || runner_started {
+        progress.phase("Waiting for the stack to answer", |_| finish())?
     } else {
-        None
+        finish()?
     };
     Ok((temporal, server, runner, ready_after, spec))
 }
