@@ -23,6 +23,7 @@ const IMAGE: &str = "stigmer-agent-runner:xtask-test";
 const CONTAINER: &str = "stigmer-agent-runner-xtask-test";
 const HEALTH_PORT: &str = "7335";
 const SERVER_PORT: &str = "7338";
+const TEMPORAL_PORT: &str = "17633";
 
 /// A copy of the runner service and a data directory, removed (container included) on drop.
 struct Sandbox {
@@ -73,6 +74,7 @@ impl Sandbox {
             .env("STIGMER_RUNNER_CONTAINER", CONTAINER)
             .env("STIGMER_RUNNER_HEALTH_PORT", HEALTH_PORT)
             .env("STIGMER_SERVER_PORT", SERVER_PORT)
+            .env("STIGMER_TEMPORAL_PORT", TEMPORAL_PORT)
             .env_remove("STIGMER_LOG_LEVEL");
         command
     }
@@ -184,12 +186,11 @@ fn dev_from_nothing_then_no_change_touch_status_smoke_and_stop() {
     assert_success(&status);
     let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(report["image"]["current"], true, "{report}");
-    assert_eq!(report["container"]["state"], "running", "{report}");
-    assert_eq!(
-        report["container"]["health_endpoint"], "answering",
-        "{report}"
-    );
-    assert_eq!(report["container"]["runs_current_image"], true, "{report}");
+    assert_eq!(report["agent_runner"]["state"], "running", "{report}");
+    assert_eq!(report["agent_runner"]["healthy"], true, "{report}");
+    assert_eq!(report["agent_runner"]["image_current"], true, "{report}");
+    assert_eq!(report["temporal"]["healthy"], true, "{report}");
+    assert_eq!(report["server"]["healthy"], true, "{report}");
 
     assert_success(&sandbox.xtask(&["smoke"]));
     let logs = sandbox.xtask(&["logs", "--tail", "20"]);
@@ -230,7 +231,10 @@ fn source_change_rebuilds_without_reinstalling_dependencies() {
     assert_success(&rebuilt);
     let text = stderr(&rebuilt);
     assert!(text.contains("src/ changed:"), "{text}");
-    assert!(text.contains("replaced the previous container"), "{text}");
+    assert!(
+        text.contains("replaced the agent-runner container"),
+        "{text}"
+    );
     assert_ne!(container_id().unwrap(), old_id);
 
     // Every layer up to and including the virtual environment's is reused; only the
@@ -323,17 +327,21 @@ fn a_foreign_container_with_our_name_is_refused_and_left_alone() {
     );
     let foreign_id = container_id().unwrap();
 
-    for command in ["dev", "stop", "logs"] {
+    // `dev` and `logs` refuse it; `stop` stops the rest of the stack and reports it.
+    for (command, refuses) in [("dev", true), ("logs", true), ("stop", false)] {
         let refused = sandbox.xtask(&[command]);
-        assert!(
+        assert_eq!(
             !refused.status.success(),
-            "{command} succeeded against a foreign container"
-        );
-        assert!(
-            stderr(&refused).contains("not created by Stigmer"),
+            refuses,
             "{command}: {}",
             stderr(&refused)
         );
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&refused.stdout),
+            stderr(&refused)
+        );
+        assert!(said.contains("not created by Stigmer"), "{command}: {said}");
         assert_eq!(
             container_id().as_deref(),
             Some(foreign_id.as_str()),
@@ -469,7 +477,7 @@ fn interrupted_and_killed_builds_are_recovered_by_the_next_run() {
 
     // SIGKILL while waiting for the container: the next run checks the container it left.
     assert_success(&sandbox.xtask(&["stop"]));
-    let child = dev_until(&sandbox, "Waiting until ready");
+    let child = dev_until(&sandbox, "Waiting for the stack to answer");
     send(&child, "KILL");
     let _ = wait_for(child, Duration::from_secs(5));
     let after = sandbox.xtask(&["dev"]);

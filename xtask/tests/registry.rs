@@ -26,6 +26,7 @@ const IMAGE: &str = "stigmer-agent-runner:registry-test";
 const CONTAINER: &str = "stigmer-agent-runner-registry-test";
 const HEALTH_PORT: &str = "7351";
 const SERVER_PORT: &str = "7352";
+const TEMPORAL_PORT: &str = "17733";
 /// These tests' own name for the base image made from Debian's packages.
 const BASE: &str = "stigmer-registry-test-base:bookworm";
 const MADE_BASE: &str = "stigmer-python-base:3.11-bookworm";
@@ -183,6 +184,7 @@ impl Sandbox {
             .env("STIGMER_RUNNER_CONTAINER", CONTAINER)
             .env("STIGMER_RUNNER_HEALTH_PORT", HEALTH_PORT)
             .env("STIGMER_SERVER_PORT", SERVER_PORT)
+            .env("STIGMER_TEMPORAL_PORT", TEMPORAL_PORT)
             .env_remove("STIGMER_REGISTRY")
             .env_remove("STIGMER_LOG_LEVEL");
     }

@@ -8,6 +8,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agent_runner.control_api import ControlServer
 
 from conftest import MAX_UPLOAD_BYTES, wait_until
@@ -151,3 +153,13 @@ def test_no_file_parts_refused(control_server: ControlServer) -> None:
     status, reply = upload(control_server, multipart_body([], {"only": "field"}))
     assert status == 400
     assert "no file parts" in reply["error"]
+
+
+def test_a_client_that_leaves_before_its_answer_is_not_a_traceback(
+    control_server: ControlServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        raise BrokenPipeError(32, "Broken pipe")
+    except BrokenPipeError:
+        control_server.handle_error(None, ("127.0.0.1", 1))
+    assert "Traceback" not in capsys.readouterr().err

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import sys
 import threading
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,6 +53,14 @@ class ControlServer(ThreadingHTTPServer):
         self.socket.close()
         self.socket = listening
         self.server_address = listening.getsockname()[:2]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up before the answer (a health probe with a short timeout while
+        # the runner starts) is routine, not a traceback for the log.
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            log.debug("%s went away before its answer", client_address)
+            return
+        super().handle_error(request, client_address)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         # Counted here, in the accepting thread, so a request accepted just before
