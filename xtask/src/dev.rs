@@ -1,89 +1,199 @@
 //! `cargo xtask dev`: from a fresh clone to the running, smoke-checked local stack (Temporal,
 //! stigmer-server and the agent-runner container), and nothing more than a decision and a few
 //! health probes when nothing changed.
+//!
+//! By default the working tree's runner source is mounted read-only into the container, so a
+//! source change is a reload of the runner process inside it (its supervisor forks a new one
+//! from the dependencies it imported once), never an image build; `--image` runs the image's
+//! own copy, as CI and `stigmer server start` do. `--watch` then keeps the stack current.
+
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use runner_container::engine::check_engine;
+use runner_container::docker::Docker;
+use runner_container::engine::{check_engine, EngineInfo};
 use runner_container::ids::short;
+use runner_container::inspect::Image;
+use runner_container::lifecycle::{self, Reloaded, StartOutcome};
 use runner_container::lock::StackLock;
 use runner_container::progress::{seconds, Progress};
-use runner_container::stack::{self, UpRequest};
-use runner_container::{lifecycle::StartOutcome, server_process};
+use runner_container::server_process;
+use runner_container::stack::{self, UpReport, UpRequest};
 use xshell::{cmd, Shell};
 
 use crate::image;
-use crate::{publish, smoke, Project};
+use crate::{publish, smoke, watch, Project};
+
+/// How long a new runner process may take to answer after a reload (its supervisor gives up on
+/// one after 10 s and keeps the old one).
+pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Args)]
-pub struct Dev {}
+pub struct Dev {
+    /// Run the complete image with the source inside (as CI and `stigmer server start` do),
+    /// instead of the working tree's source mounted into the container.
+    #[arg(long)]
+    image: bool,
+    /// Then keep the stack current as files change: a source change reloads the runner, a
+    /// lock or Dockerfile change rebuilds the image, a Rust change rebuilds the server.
+    #[arg(long)]
+    watch: bool,
+    /// With --watch: one JSON object per reaction on stdout, for editors.
+    #[arg(long, requires = "watch")]
+    json: bool,
+}
+
+/// What one bring-up did, for the summary line and for `--watch`.
+pub struct DevOutcome {
+    pub report: UpReport,
+    pub image: Image,
+    pub reloaded: Option<Reloaded>,
+}
 
 impl Dev {
     pub fn run(self, sh: &Shell, project: &Project) -> Result<()> {
+        let project = if self.image {
+            project.clone()
+        } else {
+            project.with_mounted_source()
+        };
         let docker = crate::docker()?;
         let mut progress = Progress::new();
         let engine = progress.phase("Checking Docker", |_| check_engine(&docker))?;
-        // Taken only once the engine answered: without one, nothing is written.
-        let lock = StackLock::acquire(&project.stack.data_dir, "cargo xtask dev", |holder| {
-            progress.note(&format!("waiting for {holder} to finish with this stack"));
-        })?;
-        let plan = image::plan(sh, &docker, project, &mut progress)?;
-        eprintln!(
-            "agent-runner image: {} (decided in {})",
-            plan.reason(project),
-            seconds(plan.decision_time)
+        let outcome = {
+            // Taken only once the engine answered: without one, nothing is written.
+            let lock = StackLock::acquire(&project.stack.data_dir, "cargo xtask dev", |holder| {
+                progress.note(&format!("waiting for {holder} to finish with this stack"));
+            })?;
+            bring_up(sh, &docker, &engine, &project, &lock, &mut progress)?
+        };
+        progress.summary();
+        let mode = if self.image {
+            "its image's source"
+        } else {
+            "the working tree's source mounted"
+        };
+        println!(
+            "✓ Temporal at {}; stigmer-server (pid {}) at {}; agent-runner {} from {} ({}) with {mode}, health at {}",
+            project.stack.temporal.frontend_address(),
+            outcome.report.server.pid().unwrap_or_default(),
+            server_process::url(project.stack.server_port),
+            short(outcome.report.runner.id()),
+            project.stack.runner.image,
+            short(&outcome.image.id),
+            project.stack.runner.health_url()
         );
-        let image = match (&plan.image, plan.decision.needs_build()) {
-            (Some(current), false) => current.clone(),
-            _ => match publish::pull_instead_of_building(&docker, project, &plan, &mut progress)? {
-                Some(pulled) => pulled,
-                None => image::build(sh, &docker, project, &engine, &plan, false, &mut progress)?,
-            },
-        };
-        progress.phase("Building stigmer", |_| build_binaries(sh, project))?;
-        // The in-image checks need only the running container: they overlap the service's start.
-        let image_checks = std::cell::OnceCell::new();
-        let request = UpRequest {
-            engine: &engine,
-            image: &image,
-            program: project.stigmer_program()?,
-            replace_outdated_server: true,
-            host_user: project.host_user,
-            on_runner_started: &|| {
-                let _ = image_checks.set(smoke::start_image_checks(project));
-            },
-        };
-        let report = stack::up(&project.stack, &docker, &request, &lock, &mut progress)?;
-        if let Some(ready) = report.runner_ready_after {
-            progress.note(&format!(
-                "agent runner ready {} after start",
-                seconds(ready)
-            ));
-            image::remove_replaced(&docker, plan.image.as_ref(), &image);
+        if self.watch {
+            return watch::run(sh, &docker, &engine, &project, outcome, self.json);
         }
-        if let StartOutcome::AlreadyRunning { .. } = report.runner {
+        Ok(())
+    }
+}
+
+/// Decides, builds or pulls the image, brings the stack up, reloads a runner whose mounted
+/// source changed, and runs the smoke checks when anything changed. The caller holds the lock.
+pub fn bring_up(
+    sh: &Shell,
+    docker: &Docker,
+    engine: &EngineInfo,
+    project: &Project,
+    lock: &StackLock,
+    progress: &mut Progress,
+) -> Result<DevOutcome> {
+    let plan = image::plan(sh, docker, project, progress)?;
+    eprintln!(
+        "agent-runner image: {} (decided in {})",
+        plan.reason(project),
+        seconds(plan.decision_time)
+    );
+    let image = match (&plan.image, plan.decision.needs_build()) {
+        (Some(current), false) => current.clone(),
+        _ => match publish::pull_instead_of_building(docker, project, &plan, progress)? {
+            Some(pulled) => pulled,
+            None => image::build(sh, docker, project, engine, &plan, false, progress)?,
+        },
+    };
+    progress.phase("Building stigmer", |_| build_binaries(sh, project))?;
+    // The in-image checks need only the running container: they overlap the service's start.
+    let image_checks = std::cell::OnceCell::new();
+    let request = UpRequest {
+        engine,
+        image: &image,
+        program: project.stigmer_program()?,
+        replace_outdated_server: true,
+        host_user: project.host_user,
+        on_runner_started: &|| {
+            let _ = image_checks.set(smoke::start_image_checks(project));
+        },
+    };
+    let report = stack::up(&project.stack, docker, &request, lock, progress)?;
+    if let Some(ready) = report.runner_ready_after {
+        progress.note(&format!(
+            "agent runner ready {} after start",
+            seconds(ready)
+        ));
+        image::remove_replaced(docker, plan.image.as_ref(), &image);
+    }
+    let id = report.runner.id().to_string();
+    let mut reloaded = None;
+    if let StartOutcome::AlreadyRunning { .. } = report.runner {
+        let mounted = project.stack.runner.source_mount.is_some();
+        if mounted && loaded_source(project, &id).as_deref() != Some(plan.sources.digest.as_str()) {
+            let done = progress.phase("Reloading the runner with the changed source", |_| {
+                lifecycle::reload(docker, &report.spec, RELOAD_TIMEOUT)
+            })?;
+            progress.note(&format!(
+                "runner generation {} answers, {} after the reload began",
+                done.generation,
+                seconds(done.after)
+            ));
+            reloaded = Some(done);
+        } else {
             progress.note(
                 "container already running from the current image and configuration: left alone",
             );
         }
-        // A run killed before its checks leaves a container nobody checked: check it now.
-        if report.started_something() || !smoke::was_checked(project, report.runner.id()) {
-            smoke::run_checks(&docker, project, &mut progress, image_checks.into_inner())?;
-            smoke::mark_checked(project, report.runner.id())?;
-        }
-        progress.summary();
-        println!(
-            "✓ Temporal at {}; stigmer-server (pid {}) at {}; agent-runner {} from {} ({}), health at {}",
-            project.stack.temporal.frontend_address(),
-            report.server.pid().unwrap_or_default(),
-            server_process::url(project.stack.server_port),
-            short(report.runner.id()),
-            project.stack.runner.image,
-            short(&image.id),
-            project.stack.runner.health_url()
-        );
-        Ok(())
     }
+    if project.stack.runner.source_mount.is_some() {
+        record_loaded_source(project, &id, &plan.sources.digest)?;
+    }
+    // A run killed before its checks leaves a container nobody checked: check it now.
+    if report.started_something() || reloaded.is_some() || !smoke::was_checked(project, &id) {
+        smoke::run_checks(docker, project, progress, image_checks.into_inner())?;
+        smoke::mark_checked(project, &id)?;
+    }
+    Ok(DevOutcome {
+        report,
+        image,
+        reloaded,
+    })
+}
+
+/// Which source a mounted runner last loaded: recorded at each start and reload, so that a
+/// `dev` after an edit made without `--watch` reloads it. Only a cache: without it the runner
+/// is reloaded once more than needed.
+fn loaded_source_path(project: &Project, container: &str) -> std::path::PathBuf {
+    project
+        .cache_dir()
+        .join("loaded-source")
+        .join(short(container))
+}
+
+pub fn loaded_source(project: &Project, container: &str) -> Option<String> {
+    std::fs::read_to_string(loaded_source_path(project, container))
+        .ok()
+        .map(|text| text.trim().to_string())
+}
+
+pub fn record_loaded_source(project: &Project, container: &str, digest: &str) -> Result<()> {
+    let path = loaded_source_path(project, container);
+    if loaded_source(project, container).as_deref() == Some(digest) {
+        return Ok(());
+    }
+    let dir = path.parent().context("the record has a directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    runner_container::paths::write_atomically(&path, format!("{digest}\n").as_bytes())
 }
 
 /// The server and the CLI come from this checkout; cargo decides whether they are current

@@ -14,7 +14,7 @@ use runner_container::docker::{args, Docker};
 use runner_container::engine::{check_engine, EngineInfo};
 use runner_container::inputs::{
     InputManifest, RebuildDecision, SourceTree, INPUTS_LABEL, MANIFEST_LABEL, POETRY_LOCK_LABEL,
-    SOURCE_DIR,
+    SOURCE_INPUT,
 };
 use runner_container::inspect::{parse_images, Image};
 use runner_container::lifecycle::inspect_image;
@@ -41,10 +41,9 @@ impl Plan {
         let RebuildDecision::Changed { changes } = &self.decision else {
             return self.decision.to_string();
         };
-        let source_key = format!("{SOURCE_DIR}/");
         let files = changes
             .iter()
-            .find(|change| change.input == source_key)
+            .find(|change| change.input == SOURCE_INPUT)
             .and_then(|change| read_source_cache(project, change.image.as_deref()?))
             .map(|older| self.sources.changed_since(&older))
             .filter(|files| !files.is_empty());
@@ -112,7 +111,18 @@ pub fn decide(project: &Project, base: BaseImage, present: Vec<Image>) -> Result
     for (name, dir) in path_dependencies(&project.runner_dir)? {
         manifest.add_path_dependency(&name, &dir)?;
     }
-    let decision = RebuildDecision::decide(&manifest, image.as_ref().map(|image| &image.labels));
+    // With the working tree's source mounted over the image's copy, the source the image was
+    // built with does not matter: a source change needs no build.
+    let ignored: &[&str] = if project.stack.runner.source_mount.is_some() {
+        &[SOURCE_INPUT]
+    } else {
+        &[]
+    };
+    let decision = RebuildDecision::decide_ignoring(
+        &manifest,
+        image.as_ref().map(|image| &image.labels),
+        ignored,
+    );
     Ok(Plan {
         base,
         manifest,

@@ -311,11 +311,21 @@ pub fn hang_location(stderr: &str) -> Option<String> {
 }
 
 /// The cache file of a passed check of `image_id` under `policy`.
-pub fn cache_path(cache_dir: &Path, image_id: &str, policy: &ImportPolicy) -> PathBuf {
+/// Where a passed report is kept: per image, policy and, when the working tree's source is
+/// mounted over the image's, that source's digest (the runner's own modules are checked too).
+pub fn cache_path(
+    cache_dir: &Path,
+    image_id: &str,
+    policy: &ImportPolicy,
+    mounted_source: Option<&str>,
+) -> PathBuf {
     let image = image_id.strip_prefix("sha256:").unwrap_or(image_id);
+    let source = mounted_source
+        .map(|digest| format!("-{}", &digest[..digest.len().min(16)]))
+        .unwrap_or_default();
     cache_dir
         .join("import-check")
-        .join(format!("{image}-{}.json", policy.digest()))
+        .join(format!("{image}-{}{source}.json", policy.digest()))
 }
 
 /// A passed report kept earlier; anything unreadable counts as absent (the check runs again).
@@ -455,15 +465,22 @@ mod tests {
             ..ImportPolicy::default()
         };
         let dir = Path::new("/repo/target/xtask");
-        let path = cache_path(dir, "sha256:abc123", &warn);
+        let path = cache_path(dir, "sha256:abc123", &warn, None);
         assert_eq!(
             path,
             dir.join(format!("import-check/abc123-{}.json", warn.digest()))
         );
         assert_eq!(warn.digest().len(), 16);
-        assert_ne!(path, cache_path(dir, "sha256:abc124", &warn));
-        assert_ne!(path, cache_path(dir, "sha256:abc123", &fail));
-        assert_ne!(path, cache_path(dir, "sha256:abc123", &skip));
+        assert_ne!(path, cache_path(dir, "sha256:abc124", &warn, None));
+        assert_ne!(path, cache_path(dir, "sha256:abc123", &fail, None));
+        assert_ne!(path, cache_path(dir, "sha256:abc123", &skip, None));
+        // A mounted source is checked per source digest.
+        let mounted = cache_path(dir, "sha256:abc123", &warn, Some("0123456789abcdef0123"));
+        assert_ne!(path, mounted);
+        assert_ne!(
+            mounted,
+            cache_path(dir, "sha256:abc123", &warn, Some("fedcba9876543210"))
+        );
     }
 
     #[test]
@@ -578,7 +595,7 @@ Thread 0x00007f268136d040 (most recent call first):
     #[test]
     fn only_passed_reports_are_kept() {
         let dir = std::env::temp_dir().join(format!("importcheck-cache-{}", std::process::id()));
-        let path = cache_path(&dir, "sha256:feed", &ImportPolicy::default());
+        let path = cache_path(&dir, "sha256:feed", &ImportPolicy::default(), None);
         let mut report = ImportReport::parse(REPORT).unwrap();
         assert_eq!(cached_report(&path), None);
         keep_report(&path, &report).unwrap();

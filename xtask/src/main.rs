@@ -17,6 +17,7 @@ mod size;
 mod smoke;
 mod status;
 mod stop;
+mod watch;
 mod wheels;
 
 use std::path::{Path, PathBuf};
@@ -106,6 +107,14 @@ impl Project {
             )?,
             root,
         })
+    }
+
+    /// This project with the working tree's runner source mounted into the container (the dev
+    /// loop's mode: a source change is a reload, never a build).
+    pub fn with_mounted_source(&self) -> Project {
+        let mut project = self.clone();
+        project.stack.runner.source_mount = Some(self.runner_dir.join("src/agent_runner"));
+        project
     }
 
     /// The container as this engine can run it (host networking, or a bridge on Docker Desktop).

@@ -151,7 +151,14 @@ fn imports_in_image(docker: &Docker, project: &Project) -> Result<String> {
             bail!("the container {container} is not there: run `cargo xtask dev` to start it")
         }
     };
-    let cache = import_check::cache_path(&project.cache_dir(), &image_id, &policy);
+    let mounted = match &project.stack.runner.source_mount {
+        Some(_) => Some(
+            runner_container::inputs::hash_source_tree(&project.runner_dir.join("src"))?.digest,
+        ),
+        None => None,
+    };
+    let cache =
+        import_check::cache_path(&project.cache_dir(), &image_id, &policy, mounted.as_deref());
     if let Some(report) = import_check::cached_report(&cache) {
         return Ok(report.lines(true));
     }

@@ -216,10 +216,66 @@ fn dev_from_nothing_then_no_change_touch_status_smoke_and_stop() {
 }
 
 #[test]
-fn source_change_rebuilds_without_reinstalling_dependencies() {
+fn a_mounted_source_change_reloads_the_runner_without_a_build() {
+    let _turn = take_turn();
+    let sandbox = Sandbox::new("mounted");
+    assert_success(&sandbox.xtask(&["dev"]));
+    let container = container_id().unwrap();
+    let image = inspect(CONTAINER, "{{.Image}}").unwrap();
+    assert_eq!(
+        inspect(CONTAINER, "{{index .Config.Labels \"dev.stigmer.mode\"}}").as_deref(),
+        Some("mounted")
+    );
+    let health = || {
+        runner_container::http::healthz(HEALTH_PORT.parse().unwrap(), Duration::from_secs(2))
+            .unwrap()
+    };
+    let before = health()["generation"].as_u64().unwrap();
+
+    let file = sandbox.runner().join("src/agent_runner/agents/echo.py");
+    let mut text = fs::read_to_string(&file).unwrap();
+    text.push_str("\n# a source-only change\n");
+    fs::write(&file, text).unwrap();
+    let reloaded = sandbox.xtask(&["dev"]);
+    assert_success(&reloaded);
+    let said = stderr(&reloaded);
+    assert!(said.contains("agent-runner image: up to date"), "{said}");
+    assert!(said.contains("Reloading the runner"), "{said}");
+    assert!(!said.contains("Building the agent-runner image"), "{said}");
+    assert_eq!(
+        container_id().unwrap(),
+        container,
+        "the container was replaced"
+    );
+    assert_eq!(inspect(CONTAINER, "{{.Image}}").unwrap(), image);
+    assert!(health()["generation"].as_u64().unwrap() > before);
+    // The source in the container is the working tree's, read-only.
+    let seen = docker(&[
+        "exec",
+        CONTAINER,
+        "tail",
+        "-n",
+        "1",
+        "/app/agent_runner/agents/echo.py",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&seen.stdout).trim(),
+        "# a source-only change"
+    );
+    let written = docker(&["exec", CONTAINER, "touch", "/app/agent_runner/x"]);
+    assert!(!written.status.success(), "the mounted source is writable");
+
+    // Nothing changed since: left alone, no second reload.
+    let again = sandbox.xtask(&["dev"]);
+    assert_success(&again);
+    assert!(!stderr(&again).contains("Reloading"), "{}", stderr(&again));
+}
+
+#[test]
+fn source_change_rebuilds_the_image_without_reinstalling_dependencies() {
     let _turn = take_turn();
     let sandbox = Sandbox::new("source");
-    assert_success(&sandbox.xtask(&["dev"]));
+    assert_success(&sandbox.xtask(&["dev", "--image"]));
     let old_id = container_id().unwrap();
     let old_layers = image_layers();
 
@@ -227,7 +283,7 @@ fn source_change_rebuilds_without_reinstalling_dependencies() {
     let mut text = fs::read_to_string(&file).unwrap();
     text.push_str("\n# a source-only change\n");
     fs::write(&file, text).unwrap();
-    let rebuilt = sandbox.xtask(&["dev"]);
+    let rebuilt = sandbox.xtask(&["dev", "--image"]);
     assert_success(&rebuilt);
     let text = stderr(&rebuilt);
     assert!(text.contains("src/ changed:"), "{text}");
@@ -237,8 +293,8 @@ fn source_change_rebuilds_without_reinstalling_dependencies() {
     );
     assert_ne!(container_id().unwrap(), old_id);
 
-    // Every layer up to and including the virtual environment's is reused; only the
-    // source and what follows it differ.
+    // Every file-system layer but the source's is reused: the source is the last one
+    // (metadata instructions add no layer).
     let new_layers = image_layers();
     assert_eq!(new_layers.len(), old_layers.len());
     let shared = new_layers
@@ -246,10 +302,16 @@ fn source_change_rebuilds_without_reinstalling_dependencies() {
         .zip(&old_layers)
         .take_while(|(a, b)| a == b)
         .count();
-    assert!(
-        shared >= new_layers.len() - 2,
+    assert_eq!(
+        shared,
+        new_layers.len() - 1,
         "only {shared} of {} layers reused",
         new_layers.len()
+    );
+    assert_ne!(
+        new_layers.last(),
+        old_layers.last(),
+        "the source layer is new"
     );
     // The dependency install step itself came from the cache (the legacy builder says
     // `Using cache` on the line after the step, BuildKit `CACHED`).

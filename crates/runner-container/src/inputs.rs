@@ -34,6 +34,8 @@ pub const INPUT_FILES: [&str; 4] = [
 ];
 /// The source tree copied into the image.
 pub const SOURCE_DIR: &str = "src";
+/// The manifest's entry for the source tree.
+pub const SOURCE_INPUT: &str = "src/";
 pub const BASE_IMAGE_INPUT: &str = "base image";
 /// The prefix of a path dependency's input: `path dependency graphton`.
 pub const PATH_DEPENDENCY_INPUT: &str = "path dependency";
@@ -120,7 +122,7 @@ impl InputManifest {
             entries.insert(name.to_string(), sha256_hex(&bytes));
         }
         let tree = hash_source_tree(&service_dir.join(SOURCE_DIR))?;
-        entries.insert(format!("{SOURCE_DIR}/"), tree.digest.clone());
+        entries.insert(SOURCE_INPUT.to_string(), tree.digest.clone());
         entries.insert(BASE_IMAGE_INPUT.to_string(), base_image_id.to_string());
         let args: Vec<String> = build_args.iter().map(|(k, v)| format!("{k}={v}")).collect();
         entries.insert(BUILD_ARGS_INPUT.to_string(), args.join(" "));
@@ -318,16 +320,38 @@ impl RebuildDecision {
         tree: &InputManifest,
         image_labels: Option<&BTreeMap<String, String>>,
     ) -> RebuildDecision {
+        RebuildDecision::decide_ignoring(tree, image_labels, &[])
+    }
+
+    /// Like [`RebuildDecision::decide`], with the `ignored` inputs left out of the comparison:
+    /// the dev loop mounts the working tree's source over the image's copy, so the source the
+    /// image was built with does not matter there. The image's labels must still agree with its
+    /// own manifest, so a doctored one is never taken for current.
+    pub fn decide_ignoring(
+        tree: &InputManifest,
+        image_labels: Option<&BTreeMap<String, String>>,
+        ignored: &[&str],
+    ) -> RebuildDecision {
         let Some(labels) = image_labels else {
             return RebuildDecision::ImageMissing;
         };
         let Some(image) = InputManifest::from_labels(labels) else {
             return RebuildDecision::Unlabelled;
         };
-        if image == *tree {
-            // Every label the build sets must say what the tree's would, the poetry.lock
+        let compared = |manifest: &InputManifest| -> BTreeMap<String, String> {
+            manifest
+                .entries
+                .iter()
+                .filter(|(name, _)| !ignored.contains(&name.as_str()))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect()
+        };
+        let (wanted, built) = (compared(tree), compared(&image));
+        if wanted == built {
+            // Every label the build sets must say what the manifest would, the poetry.lock
             // digest and the inputs digest included, not only the manifest.
-            let mislabelled: Vec<String> = tree
+            let expected = if ignored.is_empty() { tree } else { &image };
+            let mislabelled: Vec<String> = expected
                 .labels()
                 .into_iter()
                 .filter(|(key, value)| labels.get(key) != Some(value))
@@ -340,22 +364,20 @@ impl RebuildDecision {
                 labels: mislabelled,
             };
         }
-        let mut changes: Vec<InputChange> = tree
-            .entries
+        let mut changes: Vec<InputChange> = wanted
             .iter()
-            .filter(|(name, value)| image.entries.get(*name) != Some(*value))
+            .filter(|(name, value)| built.get(*name) != Some(*value))
             .map(|(name, value)| InputChange {
                 input: name.clone(),
-                image: image.entries.get(name).cloned(),
+                image: built.get(name).cloned(),
                 tree: value.clone(),
             })
             .collect();
         // An input the image knew of but the tree no longer declares still forces a build.
         changes.extend(
-            image
-                .entries
+            built
                 .iter()
-                .filter(|(name, _)| !tree.entries.contains_key(*name))
+                .filter(|(name, _)| !wanted.contains_key(*name))
                 .map(|(name, value)| InputChange {
                     input: name.clone(),
                     image: Some(value.clone()),
@@ -482,6 +504,38 @@ mod tests {
             tree_after.changed_since(&tree_before),
             vec!["agent_runner/main.py".to_string()]
         );
+    }
+
+    #[test]
+    fn a_mounted_source_leaves_the_source_out_but_not_the_labels() {
+        let (dir, _cleanup) = service_dir();
+        let (built, _) = InputManifest::from_tree(&dir, "sha256:base", &args()).unwrap();
+        let labels: BTreeMap<String, String> = built.labels().into_iter().collect();
+        fs::write(dir.join("src/agent_runner/main.py"), "print('edited')\n").unwrap();
+        let (edited, _) = InputManifest::from_tree(&dir, "sha256:base", &args()).unwrap();
+        let source = SOURCE_INPUT;
+        assert!(RebuildDecision::decide(&edited, Some(&labels)).needs_build());
+        assert_eq!(
+            RebuildDecision::decide_ignoring(&edited, Some(&labels), &[source]),
+            RebuildDecision::UpToDate
+        );
+        // Any other input still counts.
+        fs::write(dir.join("poetry.lock"), "# other\n").unwrap();
+        let (locked, _) = InputManifest::from_tree(&dir, "sha256:base", &args()).unwrap();
+        let RebuildDecision::Changed { changes } =
+            RebuildDecision::decide_ignoring(&locked, Some(&labels), &[source])
+        else {
+            panic!("a lock change must rebuild")
+        };
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].input, "poetry.lock");
+        // A doctored inputs label is caught against the image's own manifest.
+        let mut doctored = labels.clone();
+        doctored.insert(INPUTS_LABEL.to_string(), "0".repeat(64));
+        assert!(matches!(
+            RebuildDecision::decide_ignoring(&edited, Some(&doctored), &[source]),
+            RebuildDecision::Mislabelled { .. }
+        ));
     }
 
     #[test]

@@ -437,6 +437,97 @@ pub fn wait_until_ready(
     }
 }
 
+/// A reload the runner made: the generation now answering, and how long it took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reloaded {
+    pub generation: u64,
+    pub after: Duration,
+}
+
+/// What the runner's `/healthz` says about its processes (its supervisor's record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generations {
+    /// The runner process that answered.
+    pub answering: u64,
+    /// The last start the supervisor attempted and how it went (`failed` with its reason).
+    pub attempted: Option<(u64, Result<(), String>)>,
+}
+
+impl Generations {
+    /// Reads `generation` and `reload` from a `/healthz` answer (pure, for tests).
+    pub fn parse(health: &serde_json::Value) -> Option<Generations> {
+        let answering = health["generation"].as_u64()?;
+        let reload = &health["reload"];
+        let attempted = reload["generation"].as_u64().map(|generation| {
+            let outcome = match reload["state"].as_str() {
+                Some("failed") => Err(reload["error"]
+                    .as_str()
+                    .unwrap_or("no reason recorded")
+                    .to_string()),
+                _ => Ok(()),
+            };
+            (generation, outcome)
+        });
+        Some(Generations {
+            answering,
+            attempted,
+        })
+    }
+}
+
+/// Reloads the runner inside its container: on SIGHUP its supervisor forks a new runner from
+/// the dependencies it imported once, which loads the current (mounted) source, and stops the
+/// old one only once the new one answers (see the runner's `supervisor.py`). Waits until the
+/// new generation answers; a new runner that crashes or never gets ready fails this with its
+/// reason, and the old one goes on serving.
+pub fn reload(docker: &Docker, spec: &ContainerSpec, timeout: Duration) -> Result<Reloaded> {
+    let started = Instant::now();
+    let before = http::healthz(spec.health_port, Duration::from_secs(2))
+        .ok()
+        .and_then(|health| Generations::parse(&health))
+        .context("the runner does not report its generation: is it the current runner image?")?;
+    // Generations are counted by the supervisor: whatever it attempts after the signal is
+    // newer than both the runner answering now and the last start it recorded (which may
+    // be an earlier failed attempt).
+    let last_attempt = before
+        .attempted
+        .as_ref()
+        .map_or(before.answering, |(generation, _)| *generation)
+        .max(before.answering);
+    docker.checked(&args(["kill", "--signal", "HUP", &spec.name]))?;
+    loop {
+        crate::interrupt::check()?;
+        if let Some(now) = http::healthz(spec.health_port, Duration::from_millis(250))
+            .ok()
+            .and_then(|health| Generations::parse(&health))
+        {
+            if now.answering > before.answering {
+                return Ok(Reloaded {
+                    generation: now.answering,
+                    after: started.elapsed(),
+                });
+            }
+            if let Some((generation, Err(reason))) = now.attempted {
+                if generation > last_attempt {
+                    bail!(
+                        "the new runner did not start, so the previous one (generation {}) goes on \
+                         serving: {reason}",
+                        before.answering
+                    );
+                }
+            }
+        }
+        if started.elapsed() >= timeout {
+            bail!(
+                "the runner did not reload within {} s; its last log lines:\n{}",
+                timeout.as_secs(),
+                log_tail(docker, &spec.name, 30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// The last `lines` log lines of a container, for error reports.
 pub fn log_tail(docker: &Docker, name_or_id: &str, lines: u32) -> String {
     match docker.capture(&logs_args(name_or_id, false, Some(lines))) {
@@ -521,6 +612,34 @@ mod tests {
         assert_eq!(
             replacement_reason(&exited, &spec, "sha256:bb").unwrap(),
             "it is exited (exit code 3)"
+        );
+    }
+
+    #[test]
+    fn generations_come_from_the_health_answer() {
+        let health: serde_json::Value = serde_json::from_str(
+            r#"{"status":"ok","generation":3,"reload":{"generation":4,"state":"failed","error":"SyntaxError: x","at":"t"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            Generations::parse(&health),
+            Some(Generations {
+                answering: 3,
+                attempted: Some((4, Err("SyntaxError: x".to_string())))
+            })
+        );
+        let first: serde_json::Value =
+            serde_json::from_str(r#"{"generation":1,"reload":null}"#).unwrap();
+        assert_eq!(
+            Generations::parse(&first),
+            Some(Generations {
+                answering: 1,
+                attempted: None
+            })
+        );
+        assert_eq!(
+            Generations::parse(&serde_json::json!({"status": "ok"})),
+            None
         );
     }
 

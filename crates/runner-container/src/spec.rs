@@ -23,6 +23,11 @@ pub const TASK_QUEUE: &str = "agent_execution_runner";
 pub const MANAGED_LABEL: &str = "dev.stigmer.managed";
 /// The data directory a container belongs to, so one checkout's tests never touch another's stack.
 pub const DATA_DIR_LABEL: &str = "dev.stigmer.data-dir";
+/// How the runner's source reaches the container: `image` (baked in) or `mounted` (the
+/// working tree's, read-only, reloaded in place by the dev loop).
+pub const MODE_LABEL: &str = "dev.stigmer.mode";
+/// Where the image keeps the runner's package; a mounted source goes there.
+pub const SOURCE_IN_CONTAINER: &str = "/app/agent_runner";
 /// The ID of the engine the container was created on (see [`crate::engine::EngineInfo::id`]).
 pub const ENGINE_LABEL: &str = "dev.stigmer.engine";
 /// The digest of everything else in the spec: a container whose label differs is outdated.
@@ -85,6 +90,10 @@ pub struct RunnerSettings {
     pub network: Option<Network>,
     /// The engine the container is for, set by [`RunnerSettings::for_engine`].
     pub engine_id: Option<String>,
+    /// The runner's package on the host (`src/agent_runner` of the working tree), mounted
+    /// read-only over the image's copy: the dev loop's mode, where a source change needs no
+    /// build. `None`: the image's own source runs.
+    pub source_mount: Option<PathBuf>,
 }
 
 /// How the container reaches the host and the host reaches it.
@@ -142,6 +151,7 @@ impl Default for RunnerSettings {
             secrets: Vec::new(),
             network: None,
             engine_id: None,
+            source_mount: None,
         }
     }
 }
@@ -240,6 +250,7 @@ fn checked_name(variable: &str, value: String) -> Result<String> {
 pub struct Mount {
     pub host: PathBuf,
     pub container: String,
+    pub read_only: bool,
 }
 
 /// Everything `docker run` needs to start the agent-runner.
@@ -309,10 +320,17 @@ impl ContainerSpec {
                         .map(|(k, v)| (k.clone(), from_container(v))),
                 )
                 .collect(),
-            mounts: vec![Mount {
+            mounts: std::iter::once(Mount {
                 host: data_dir.workspace(),
                 container: "/workspace".to_string(),
-            }],
+                read_only: false,
+            })
+            .chain(settings.source_mount.iter().map(|source| Mount {
+                host: source.clone(),
+                container: SOURCE_IN_CONTAINER.to_string(),
+                read_only: true,
+            }))
+            .collect(),
             labels: BTreeMap::from([
                 (MANAGED_LABEL.to_string(), "true".to_string()),
                 (
@@ -327,6 +345,12 @@ impl ContainerSpec {
         if let Some(engine) = &settings.engine_id {
             spec.labels.insert(ENGINE_LABEL.to_string(), engine.clone());
         }
+        let mode = if settings.source_mount.is_some() {
+            "mounted"
+        } else {
+            "image"
+        };
+        spec.labels.insert(MODE_LABEL.to_string(), mode.to_string());
         let digest = spec.config_digest();
         spec.labels.insert(CONFIG_LABEL.to_string(), digest);
         spec
@@ -401,9 +425,10 @@ impl ContainerSpec {
             args.push(option.to_string());
         }
         for mount in &self.mounts {
+            let options = if mount.read_only { ":ro" } else { "" };
             args.extend([
                 "--volume".to_string(),
-                format!("{}:{}", mount.host.display(), mount.container),
+                format!("{}:{}{options}", mount.host.display(), mount.container),
             ]);
         }
         for (key, value) in &self.env {
@@ -466,6 +491,8 @@ mod tests {
             "dev.stigmer.data-dir=/home/u/.stigmer/data",
             "--label",
             "dev.stigmer.managed=true",
+            "--label",
+            "dev.stigmer.mode=image",
             "--log-driver",
             "json-file",
             "--log-opt",
@@ -507,6 +534,30 @@ mod tests {
         .map(String::from)
         .to_vec();
         assert_eq!(spec.run_args(), expected);
+    }
+
+    #[test]
+    fn a_mounted_source_is_read_only_over_the_image_copy_and_labelled() {
+        let settings = RunnerSettings {
+            source_mount: Some(PathBuf::from("/tree/src/agent_runner")),
+            ..RunnerSettings::default()
+        };
+        let spec = ContainerSpec::agent_runner(
+            &settings,
+            &DataDir::at(PathBuf::from("/d")),
+            HostUser { uid: 1, gid: 1 },
+        );
+        let args = spec.run_args();
+        assert!(
+            args.windows(2)
+                .any(|pair| pair == ["--volume", "/tree/src/agent_runner:/app/agent_runner:ro"]),
+            "{args:?}"
+        );
+        assert!(
+            args.contains(&"dev.stigmer.mode=mounted".to_string()),
+            "{args:?}"
+        );
+        assert_ne!(spec.config_digest(), spec_for(1).config_digest());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::engine;
 use crate::inspect::{ContainerState, Health, RunStatus};
 use crate::lifecycle;
 use crate::server_process::{self, ServerStatus};
-use crate::spec::{DATA_DIR_LABEL, DEFAULT_IMAGE};
+use crate::spec::{DATA_DIR_LABEL, DEFAULT_IMAGE, MODE_LABEL};
 use crate::stack::StackConfig;
 use crate::temporal::{self, TemporalStatus};
 use crate::time;
@@ -26,6 +26,9 @@ pub struct RunnerStatus {
     pub healthy: bool,
     pub uptime_seconds: Option<u64>,
     pub image: String,
+    /// `image` (the image's own source runs) or `mounted` (the working tree's, reloaded in
+    /// place by `cargo xtask dev`).
+    pub mode: Option<String>,
     pub image_id: Option<String>,
     /// The container runs the image the tag names now; `None` when either is unknown.
     pub image_current: Option<bool>,
@@ -134,7 +137,12 @@ impl std::fmt::Display for StackStatus {
             Some(false) => " (outdated: `stigmer server start --restart` runs the new image)",
             None => "",
         };
-        writeln!(f, "    image {}{current}", runner.image)?;
+        let mode = match runner.mode.as_deref() {
+            Some("mounted") => ", with the working tree's source mounted (cargo xtask dev)",
+            Some("image") => ", with its own source",
+            _ => "",
+        };
+        writeln!(f, "    image {}{current}{mode}", runner.image)?;
         if let Some(problem) = &runner.problem {
             writeln!(f, "    ⚠ {}", problem.replace('\n', "\n      "))?;
         }
@@ -188,6 +196,7 @@ pub fn runner_status(config: &StackConfig, docker: &Docker) -> RunnerStatus {
         healthy: false,
         uptime_seconds: None,
         image: runner.image.clone(),
+        mode: None,
         image_id: None,
         image_current: None,
         problem: None,
@@ -213,6 +222,7 @@ pub fn runner_status(config: &StackConfig, docker: &Docker) -> RunnerStatus {
                 .and_then(|value| value.as_str().map(String::from))
                 .unwrap_or_default();
             status.id = Some(container.id.clone());
+            status.mode = container.labels.get(MODE_LABEL).cloned();
             status.docker_health = container.health;
             if container.status == RunStatus::Running {
                 status.uptime_seconds = time::seconds_since(&container.started_at);
