@@ -55,10 +55,38 @@ pub const NOT_SOURCE: [&str; 10] = [
 ];
 pub const BUILD_ARGS_INPUT: &str = "build args";
 
-/// One file of the source tree and its digest.
+/// What an entry of a tree is, as Docker copies it: `COPY` keeps a file's executable bit, copies
+/// a symbolic link as a link (its text, not its target: a link that leaves the context dangles
+/// in the image) and copies directories, empty ones included
+/// (https://docs.docker.com/reference/dockerfile/#copy). Each of these counts in the digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EntryKind {
+    #[default]
+    File,
+    Executable,
+    Symlink,
+    Directory,
+}
+
+impl EntryKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::File => "file",
+            EntryKind::Executable => "executable",
+            EntryKind::Symlink => "symlink",
+            EntryKind::Directory => "directory",
+        }
+    }
+}
+
+/// One entry of a tree and its digest: of the content for a file, of the link text for a
+/// symbolic link, empty for a directory.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SourceFile {
     pub path: String,
+    #[serde(default)]
+    pub kind: EntryKind,
     pub sha256: String,
 }
 
@@ -72,15 +100,15 @@ pub struct SourceTree {
 impl SourceTree {
     /// Paths added, removed or changed between `older` and this tree.
     pub fn changed_since(&self, older: &SourceTree) -> Vec<String> {
-        let old: BTreeMap<&str, &str> = older
+        let old: BTreeMap<&str, (EntryKind, &str)> = older
             .files
             .iter()
-            .map(|f| (f.path.as_str(), f.sha256.as_str()))
+            .map(|f| (f.path.as_str(), (f.kind, f.sha256.as_str())))
             .collect();
-        let new: BTreeMap<&str, &str> = self
+        let new: BTreeMap<&str, (EntryKind, &str)> = self
             .files
             .iter()
-            .map(|f| (f.path.as_str(), f.sha256.as_str()))
+            .map(|f| (f.path.as_str(), (f.kind, f.sha256.as_str())))
             .collect();
         let mut changed: Vec<String> = new
             .iter()
@@ -133,21 +161,16 @@ impl InputManifest {
     /// input `path dependency <name>`, so an edit in it names it:
     /// `path dependency graphton changed: 3f2a… → 9c41…`.
     pub fn add_path_dependency(&mut self, name: &str, dir: &Path) -> Result<()> {
-        let files = path_dependency_files(dir)
-            .with_context(|| format!("hashing the path dependency {name}"))?;
-        let mut hasher = Sha256::new();
-        for file in &files {
-            let bytes = fs::read(dir.join(file))
-                .with_context(|| format!("reading {}", dir.join(file).display()))?;
-            hasher.update(file.to_string_lossy().replace('\\', "/").as_bytes());
-            hasher.update([0]);
-            hasher.update(sha256_hex(&bytes).as_bytes());
-            hasher.update([b'\n']);
+        if !dir.is_dir() {
+            bail!(
+                "the path dependency {name} is missing at {}: poetry.lock points there; fix its path in pyproject.toml and run `poetry lock`",
+                dir.display()
+            );
         }
-        self.entries.insert(
-            format!("{PATH_DEPENDENCY_INPUT} {name}"),
-            hex(&hasher.finalize()),
-        );
+        let tree = hash_tree(dir, is_path_dependency_noise)
+            .with_context(|| format!("hashing the path dependency {name}"))?;
+        self.entries
+            .insert(format!("{PATH_DEPENDENCY_INPUT} {name}"), tree.digest);
         Ok(())
     }
 
@@ -183,8 +206,8 @@ impl InputManifest {
     }
 }
 
-/// Hashes every file under `dir` except Python's byte-code caches, which `.dockerignore`
-/// keeps out of the image too.
+/// Hashes the source tree under `dir` (byte-code caches left out, as `.dockerignore` leaves
+/// them out of the image).
 pub fn hash_source_tree(dir: &Path) -> Result<SourceTree> {
     if !dir.is_dir() {
         bail!(
@@ -192,31 +215,64 @@ pub fn hash_source_tree(dir: &Path) -> Result<SourceTree> {
             dir.display()
         );
     }
+    hash_tree(dir, |name| name == "__pycache__")
+}
+
+/// Hashes every entry under `dir` (see [`EntryKind`]) but byte-code and the directories
+/// `skip_dir` names, in a stable order.
+pub fn hash_tree(dir: &Path, skip_dir: impl Fn(&str) -> bool) -> Result<SourceTree> {
+    use std::os::unix::fs::PermissionsExt;
     let mut files = Vec::new();
     let walk = WalkDir::new(dir)
         .sort_by_file_name()
         .into_iter()
-        .filter_entry(|entry| entry.file_name() != "__pycache__");
+        .filter_entry(|entry| {
+            entry.depth() == 0
+                || !(entry.file_type().is_dir() && skip_dir(&entry.file_name().to_string_lossy()))
+        });
     for entry in walk {
         let entry = entry.with_context(|| format!("walking {}", dir.display()))?;
-        let name = entry.file_name().to_string_lossy();
-        if !entry.file_type().is_file() || name.ends_with(".pyc") || name.ends_with(".pyo") {
+        if entry.depth() == 0 {
             continue;
         }
-        let relative = entry
-            .path()
+        let name = entry.file_name().to_string_lossy();
+        if name.ends_with(".pyc") || name.ends_with(".pyo") {
+            continue;
+        }
+        let path = entry.path();
+        let (kind, sha256) = if entry.path_is_symlink() {
+            let target = fs::read_link(path)
+                .with_context(|| format!("reading the link {}", path.display()))?;
+            let text = target.to_string_lossy().into_owned();
+            (EntryKind::Symlink, sha256_hex(text.as_bytes()))
+        } else if entry.file_type().is_dir() {
+            (EntryKind::Directory, String::new())
+        } else {
+            let metadata = entry
+                .metadata()
+                .with_context(|| format!("reading {}", path.display()))?;
+            let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let kind = if metadata.permissions().mode() & 0o111 != 0 {
+                EntryKind::Executable
+            } else {
+                EntryKind::File
+            };
+            (kind, sha256_hex(&bytes))
+        };
+        let relative = path
             .strip_prefix(dir)
             .context("walkdir yields paths under its root")?;
-        let bytes = fs::read(entry.path())
-            .with_context(|| format!("reading {}", entry.path().display()))?;
         files.push(SourceFile {
             path: relative.to_string_lossy().replace('\\', "/"),
-            sha256: sha256_hex(&bytes),
+            kind,
+            sha256,
         });
     }
     let mut hasher = Sha256::new();
     for file in &files {
         hasher.update(file.path.as_bytes());
+        hasher.update([0]);
+        hasher.update(file.kind.as_str().as_bytes());
         hasher.update([0]);
         hasher.update(file.sha256.as_bytes());
         hasher.update([b'\n']);
@@ -225,6 +281,12 @@ pub fn hash_source_tree(dir: &Path) -> Result<SourceTree> {
         digest: hex(&hasher.finalize()),
         files,
     })
+}
+
+/// A path dependency's directories that are not its source: virtual environments, build
+/// output, caches, `*.egg-info`.
+pub fn is_path_dependency_noise(name: &str) -> bool {
+    NOT_SOURCE.contains(&name) || name.ends_with(".egg-info")
 }
 
 /// The files of a path dependency at `dir`, relative to it and sorted: everything but
@@ -240,10 +302,9 @@ pub fn path_dependency_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
         .sort_by_file_name()
         .into_iter()
         .filter_entry(|entry| {
-            let name = entry.file_name().to_string_lossy();
             entry.depth() == 0
                 || !(entry.file_type().is_dir()
-                    && (NOT_SOURCE.contains(&name.as_ref()) || name.ends_with(".egg-info")))
+                    && is_path_dependency_noise(&entry.file_name().to_string_lossy()))
         });
     let mut files = Vec::new();
     for entry in walk {
@@ -647,6 +708,66 @@ mod tests {
             format!("{err:#}").contains("path dependency gone"),
             "{err:#}"
         );
+    }
+
+    /// The source digest of the service at `dir`.
+    fn source_digest(dir: &Path) -> String {
+        hash_source_tree(&dir.join(SOURCE_DIR)).unwrap().digest
+    }
+
+    #[test]
+    fn a_symlink_counts_by_its_link_text_as_docker_copies_it() {
+        let (dir, _cleanup) = service_dir();
+        let package = dir.join("src/agent_runner");
+        std::os::unix::fs::symlink("main.py", package.join("alias.py")).unwrap();
+        let linked = source_digest(&dir);
+        // Another target with the same content is another link.
+        fs::write(package.join("copy.py"), "print('hi')\n").unwrap();
+        fs::remove_file(package.join("alias.py")).unwrap();
+        let copied = source_digest(&dir);
+        std::os::unix::fs::symlink("copy.py", package.join("alias.py")).unwrap();
+        assert_ne!(source_digest(&dir), copied);
+        fs::remove_file(package.join("alias.py")).unwrap();
+        std::os::unix::fs::symlink("main.py", package.join("alias.py")).unwrap();
+        fs::remove_file(package.join("copy.py")).unwrap();
+        assert_eq!(source_digest(&dir), linked);
+        // Editing the target changes the target's entry, not the link's.
+        let tree = hash_source_tree(&dir.join(SOURCE_DIR)).unwrap();
+        let link = tree
+            .files
+            .iter()
+            .find(|f| f.path == "agent_runner/alias.py")
+            .unwrap();
+        assert_eq!(link.kind, EntryKind::Symlink);
+        assert_eq!(link.sha256, sha256_hex(b"main.py"));
+    }
+
+    #[test]
+    fn an_executable_bit_counts_as_docker_keeps_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, _cleanup) = service_dir();
+        let script = dir.join("src/agent_runner/main.py");
+        let before = source_digest(&dir);
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        let executable = source_digest(&dir);
+        assert_ne!(executable, before);
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(source_digest(&dir), before);
+    }
+
+    #[test]
+    fn an_empty_directory_counts_as_docker_copies_it() {
+        let (dir, _cleanup) = service_dir();
+        let before = hash_source_tree(&dir.join(SOURCE_DIR)).unwrap();
+        fs::create_dir(dir.join("src/agent_runner/templates")).unwrap();
+        let after = hash_source_tree(&dir.join(SOURCE_DIR)).unwrap();
+        assert_ne!(after.digest, before.digest);
+        assert_eq!(
+            after.changed_since(&before),
+            vec!["agent_runner/templates".to_string()]
+        );
+        fs::remove_dir(dir.join("src/agent_runner/templates")).unwrap();
+        assert_eq!(source_digest(&dir), before.digest);
     }
 
     #[test]
