@@ -184,29 +184,14 @@ fn ensure_mmdebstrap(sh: &Shell, phase: &Phase) -> Result<()> {
     {
         return Ok(());
     }
-    let root = runner_container::spec::HostUser::current().uid == 0;
-    if !root
-        || cmd!(sh, "apt-get --version")
-            .quiet()
-            .ignore_stdout()
-            .run()
-            .is_err()
-    {
-        bail!(
-            "making the base image needs mmdebstrap, which is not installed: run `sudo apt-get install mmdebstrap` \
-             (Debian/Ubuntu), or make {DEFAULT_BASE} available to docker (`docker pull` or `docker load`)"
-        );
-    }
-    phase.line("installing mmdebstrap with apt-get");
-    cmd!(sh, "apt-get update -qq")
-        .quiet()
-        .run()
-        .context("apt-get update")?;
-    cmd!(sh, "apt-get install -y -qq mmdebstrap")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .quiet()
-        .run()
-        .context("installing mmdebstrap with apt-get")
+    crate::apt::install(
+        sh,
+        &["mmdebstrap"],
+        &format!(
+            "making the base image (or a {DEFAULT_BASE} made available to docker with `docker pull` or `docker load`)"
+        ),
+        phase,
+    )
 }
 
 #[cfg(test)]

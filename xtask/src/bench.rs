@@ -1514,19 +1514,12 @@ fn find_compose(sh: &Shell, phase: &Phase) -> Result<Compose> {
             .ok()
     };
     if version(sh).is_none() {
-        if HostUser::current().uid != 0 {
-            bail!("docker-compose is not installed: run `sudo apt-get install docker-compose` (Debian/Ubuntu)");
-        }
-        phase.line("installing docker-compose with apt-get");
-        cmd!(sh, "apt-get update -qq")
-            .quiet()
-            .run()
-            .context("apt-get update")?;
-        cmd!(sh, "apt-get install -y -qq docker-compose")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .quiet()
-            .run()
-            .context("installing docker-compose with apt-get")?;
+        crate::apt::install(
+            sh,
+            &["docker-compose"],
+            "the benchmark's Compose v1 side",
+            phase,
+        )?;
     }
     let short = version(sh).context("docker-compose does not run")?;
     Ok(Compose {

@@ -103,35 +103,9 @@ fn ensure_docker_registry(sh: &Shell, phase: &runner_container::progress::Phase)
     if present {
         return Ok(());
     }
-    // Hosted CI runners are not root but may use sudo without a password.
-    let (program, prefix): (&str, &[&str]) = if runner_container::spec::HostUser::current().uid == 0
-    {
-        ("apt-get", &[])
-    } else if cmd!(sh, "sudo -n true")
-        .quiet()
-        .ignore_stderr()
-        .run()
-        .is_ok()
-    {
-        ("sudo", &["apt-get"])
-    } else {
-        anyhow::bail!(
-            "the registry tests need Debian's docker-registry, which is not installed: \
-             run `sudo apt-get install docker-registry`, then `cargo xtask ci` again"
-        );
-    };
-    phase.line("installing docker-registry with apt-get");
-    cmd!(sh, "{program} {prefix...} update -qq")
-        .quiet()
-        .run()
-        .context("apt-get update")?;
     // Where systemd runs, the package also starts a registry on port 5000; the tests start
     // their own on a free port and never use that one.
-    cmd!(sh, "{program} {prefix...} install -y -qq docker-registry")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .quiet()
-        .run()
-        .context("installing docker-registry with apt-get")
+    crate::apt::install(sh, &["docker-registry"], "the registry tests", phase)
 }
 
 /// A virtual environment under `target/` with the lock's main and dev groups, made again

@@ -4,6 +4,7 @@
 //! almost nothing when nothing changed; the other subcommands are its parts and the steps CI
 //! pipelines call. Each subcommand lives in its own module with a `run` function.
 
+mod apt;
 mod base_image;
 mod bench;
 mod ci;
