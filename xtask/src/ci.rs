@@ -43,6 +43,21 @@ impl Ci {
                 .run()
                 .context("hadolint found problems in the Dockerfile")
         })?;
+        progress.phase("actionlint the GitHub workflows", |_| {
+            let actionlint = python.join("bin/actionlint");
+            let workflows: Vec<std::path::PathBuf> =
+                fs::read_dir(project.root.join(".github/workflows"))
+                    .context("listing .github/workflows")?
+                    .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                    .filter(|path| {
+                        path.extension()
+                            .is_some_and(|ext| ext == "yml" || ext == "yaml")
+                    })
+                    .collect();
+            cmd!(sh, "{actionlint} {workflows...}")
+                .run()
+                .context("actionlint found problems in the GitHub workflows")
+        })?;
         progress.phase("docker-compose config", |_| {
             cmd!(
                 sh,
