@@ -39,13 +39,42 @@ pub struct Dev {
     /// lock or Dockerfile change rebuilds the image, a Rust change rebuilds the server.
     #[arg(long)]
     watch: bool,
-    /// With --watch: one JSON object per reaction on stdout, for editors.
-    #[arg(long, requires = "watch")]
+    /// Print one JSON object on stdout for programs (the benchmark): what was decided and
+    /// done, and how long each phase took; with --watch, one JSON object per reaction.
+    #[arg(long)]
     json: bool,
+}
+
+/// `dev --json`: what one run decided and did.
+#[derive(serde::Serialize)]
+struct Summary<'a> {
+    /// The rebuild decision's one-line reason.
+    decision: String,
+    built: bool,
+    image_id: &'a str,
+    mode: &'static str,
+    /// Temporal, the server or the runner was started or replaced.
+    started: bool,
+    runner_ready_seconds: Option<f64>,
+    reloaded_generation: Option<u64>,
+    reload_seconds: Option<f64>,
+    container: &'a str,
+    phases: Vec<PhaseTime<'a>>,
+    total_seconds: f64,
+}
+
+#[derive(serde::Serialize)]
+struct PhaseTime<'a> {
+    name: &'a str,
+    seconds: f64,
 }
 
 /// What one bring-up did, for the summary line and for `--watch`.
 pub struct DevOutcome {
+    /// The rebuild decision's one-line reason.
+    pub decision: String,
+    /// The image was built (not reused or pulled).
+    pub built: bool,
     pub report: UpReport,
     pub image: Image,
     pub reloaded: Option<Reloaded>,
@@ -74,6 +103,34 @@ impl Dev {
         } else {
             "the working tree's source mounted"
         };
+        if self.json && !self.watch {
+            let phases: Vec<PhaseTime> = progress
+                .phases()
+                .iter()
+                .map(|(name, elapsed)| PhaseTime {
+                    name,
+                    seconds: elapsed.as_secs_f64(),
+                })
+                .collect();
+            let summary = Summary {
+                decision: outcome.decision.clone(),
+                built: outcome.built,
+                image_id: &outcome.image.id,
+                mode: if self.image { "image" } else { "mounted" },
+                started: outcome.report.started_something(),
+                runner_ready_seconds: outcome.report.runner_ready_after.map(|d| d.as_secs_f64()),
+                reloaded_generation: outcome.reloaded.map(|r| r.generation),
+                reload_seconds: outcome.reloaded.map(|r| r.after.as_secs_f64()),
+                container: outcome.report.runner.id(),
+                total_seconds: phases.iter().map(|phase| phase.seconds).sum(),
+                phases,
+            };
+            println!(
+                "{}",
+                serde_json::to_string(&summary).context("writing the summary")?
+            );
+            return Ok(());
+        }
         println!(
             "✓ Temporal at {}; stigmer-server (pid {}) at {}; agent-runner {} from {} ({}) with {mode}, health at {}",
             project.stack.temporal.frontend_address(),
@@ -102,16 +159,20 @@ pub fn bring_up(
     progress: &mut Progress,
 ) -> Result<DevOutcome> {
     let plan = image::plan(sh, docker, project, progress)?;
+    let decision = plan.reason(project);
     eprintln!(
-        "agent-runner image: {} (decided in {})",
-        plan.reason(project),
+        "agent-runner image: {decision} (decided in {})",
         seconds(plan.decision_time)
     );
+    let mut built = false;
     let image = match (&plan.image, plan.decision.needs_build()) {
         (Some(current), false) => current.clone(),
         _ => match publish::pull_instead_of_building(docker, project, &plan, progress)? {
             Some(pulled) => pulled,
-            None => image::build(sh, docker, project, engine, &plan, false, progress)?,
+            None => {
+                built = true;
+                image::build(sh, docker, project, engine, &plan, false, progress)?
+            }
         },
     };
     progress.phase("Building stigmer", |_| build_binaries(sh, project))?;
@@ -164,6 +225,8 @@ pub fn bring_up(
         smoke::mark_checked(project, &id)?;
     }
     Ok(DevOutcome {
+        decision,
+        built,
         report,
         image,
         reloaded,

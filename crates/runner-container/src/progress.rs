@@ -104,6 +104,11 @@ impl Progress {
         }
     }
 
+    /// Each phase's name and duration, in order.
+    pub fn phases(&self) -> &[(String, Duration)] {
+        &self.phases
+    }
+
     /// How long each phase took, and the total.
     pub fn summary(&self) {
         let width = self
