@@ -3,10 +3,13 @@
 //! implementation) started on a free loopback port with storage of its own, and stopped when
 //! the test ends. The engine treats `127.0.0.0/8` as an insecure registry, so plain HTTP works.
 //!
-//! A "clean engine" is simulated by removing only what these tests made: their own image tag,
-//! and their own name for the base image (`STIGMER_BASE_IMAGE` points at it), which the pull
-//! path must then get back from the registry. Without an engine or without `docker-registry`
-//! the tests fail with what to install: nothing here is skipped.
+//! One test takes the published images to a second Docker engine with no images at all (a
+//! `dockerd` of its own, on a socket of its own, as root), where a checkout of the same
+//! commit must pull and never build. The others simulate a clean engine by removing only what
+//! they made: their own image tag, and their own name for the base image
+//! (`STIGMER_BASE_IMAGE` points at it), which the pull path must then get back from the
+//! registry. Without an engine, root or `docker-registry` the tests fail with what to do:
+//! nothing here is skipped.
 
 // A panic is how a test fails, helpers included.
 #![allow(clippy::unwrap_used)]
@@ -330,6 +333,115 @@ fn publish_then_a_clean_engine_pulls_instead_of_building() {
     );
 }
 
+/// A second Docker engine with no images: its own `dockerd`, data and socket, no bridge (the
+/// stack uses host networking). Stopped, and its data removed, on drop.
+struct SecondEngine {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl SecondEngine {
+    fn start() -> SecondEngine {
+        assert_eq!(
+            runner_container::spec::HostUser::current().uid,
+            0,
+            "this test starts a second dockerd, which needs root (CI runs as root)"
+        );
+        let dir = unique_dir("xtask-engine", "second");
+        fs::create_dir_all(&dir).unwrap();
+        // An empty configuration: the machine's own daemon.json names the first engine's data.
+        fs::write(dir.join("daemon.json"), "{}").unwrap();
+        let child = Command::new("dockerd")
+            .arg("--config-file")
+            .arg(dir.join("daemon.json"))
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .arg("--host")
+            .arg(format!("unix://{}", dir.join("docker.sock").display()))
+            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.join("dockerd.log")).unwrap())
+            .spawn()
+            .expect("dockerd (the Docker engine's daemon) must be installed");
+        let engine = SecondEngine { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !engine.docker(&["info"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "the second dockerd did not answer: {}",
+                fs::read_to_string(engine.dir.join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        engine
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.dir.join("docker.sock").display())
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .env("DOCKER_HOST", self.host())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for SecondEngine {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_checkout_of_the_pushed_commit_on_another_engine_pulls_and_never_builds() {
+    let _turn = take_turn();
+    let registry = RegistryServer::start();
+    let sandbox = Sandbox::new("second-engine");
+    let address = registry.address();
+    assert_success(&sandbox.xtask(&["publish-runner", "--registry", &address], &[]));
+
+    let engine = SecondEngine::start();
+    let images = engine.docker(&["images", "--quiet"]);
+    assert!(
+        String::from_utf8_lossy(&images.stdout).trim().is_empty(),
+        "not a clean engine"
+    );
+    // The same commit checked out anew, on the other engine.
+    let checkout = Sandbox::new("second-engine-checkout");
+    let host = engine.host();
+    let started = Instant::now();
+    let up = checkout.xtask(
+        &["dev", "--registry", &address],
+        &[("DOCKER_HOST", host.as_str())],
+    );
+    let took = started.elapsed();
+    assert_success(&up);
+    assert_no_build(&up);
+    let text = stderr(&up);
+    assert!(text.contains("instead of building"), "{text}");
+    assert!(text.contains("Smoke checks"), "{text}");
+    // The container runs on the second engine, not the first.
+    let running = engine.docker(&["inspect", "--format", "{{.State.Status}}", CONTAINER]);
+    assert_eq!(String::from_utf8_lossy(&running.stdout).trim(), "running");
+    assert!(!docker(&["inspect", CONTAINER]).status.success());
+    assert_success(&checkout.xtask(&["stop"], &[("DOCKER_HOST", host.as_str())]));
+    eprintln!(
+        "a checkout on a second engine with no images came up through the registry in {:.1}s",
+        took.as_secs_f64()
+    );
+}
+
 #[test]
 fn a_registry_that_is_down_means_one_line_and_a_local_build() {
     let _turn = take_turn();
@@ -383,7 +495,8 @@ fn an_image_whose_labels_do_not_match_is_refused() {
     assert!(docker(&["image", "rm", &doctored]).status.success());
     assert!(docker(&["image", "rm", IMAGE]).status.success());
 
-    let up = sandbox.xtask(&["dev", "--registry", &registry.address()], &[]);
+    // With the image's own source: a mounted one would make the source label not matter.
+    let up = sandbox.xtask(&["dev", "--image", "--registry", &registry.address()], &[]);
     assert_success(&up);
     let text = stderr(&up);
     assert!(
