@@ -16,26 +16,49 @@ use runner_container::progress::Progress;
 pub const TEST_IMAGE: &str = "stigmer-agent-runner:test";
 
 #[derive(Args)]
-pub struct Ci {}
+pub struct Ci {
+    /// Only the set-up steps (the Python test environment, the Temporal CLI, docker-registry,
+    /// the base and test images): what the tests need, made once, without running them.
+    #[arg(long)]
+    setup: bool,
+}
 
 impl Ci {
     pub fn run(self, sh: &Shell, project: &Project) -> Result<()> {
         let mut progress = Progress::new();
         sh.change_dir(&project.root);
-        progress.phase("cargo fmt --check", |_| {
-            cmd!(sh, "cargo fmt --all --check")
+        if !self.setup {
+            progress.phase("cargo fmt --check", |_| {
+                cmd!(sh, "cargo fmt --all --check")
+                    .run()
+                    .context("formatting differs: run `cargo fmt --all`")
+            })?;
+            progress.phase("clippy, warnings denied", |_| {
+                cmd!(
+                    sh,
+                    "cargo clippy --workspace --all-targets --quiet -- --deny warnings"
+                )
                 .run()
-                .context("formatting differs: run `cargo fmt --all`")
-        })?;
-        progress.phase("clippy, warnings denied", |_| {
-            cmd!(
-                sh,
-                "cargo clippy --workspace --all-targets --quiet -- --deny warnings"
-            )
-            .run()
-            .context("clippy found problems")
-        })?;
+                .context("clippy found problems")
+            })?;
+        }
         let python = progress.phase("Python test environment", |_| python_env(sh, project))?;
+        progress.phase("Temporal CLI for the tests", |phase| {
+            runner_container::temporal::binary(
+                &project.stack.temporal,
+                &project.stack.tools_dir,
+                |url| phase.line(&format!("downloading {url}")),
+            )
+        })?;
+        progress.phase("docker-registry for the registry tests", |phase| {
+            ensure_docker_registry(sh, phase)
+        })?;
+        test_image(sh, project, &mut progress)?;
+        if self.setup {
+            progress.summary();
+            println!("ci set-up done");
+            return Ok(());
+        }
         let runner_dir = &project.runner_dir;
         progress.phase("hadolint Dockerfile", |_| {
             let hadolint = python.join("bin/hadolint");
@@ -72,10 +95,6 @@ impl Ci {
             cmd!(sh, "{pytest}")
                 .run()
                 .context("the agent-runner's tests failed")
-        })?;
-        test_image(sh, project, &mut progress)?;
-        progress.phase("docker-registry for the registry tests", |phase| {
-            ensure_docker_registry(sh, phase)
         })?;
         // Each test binary's engine-backed tests share a container name and take turns.
         progress.phase("cargo test (unit and engine-backed)", |_| {
