@@ -333,12 +333,16 @@ fn publish_then_a_clean_engine_pulls_instead_of_building() {
     );
 }
 
-/// A second Docker engine with no images: its own `dockerd`, data and socket, no bridge (the
-/// stack uses host networking). Stopped, and its data removed, on drop.
+/// A second Docker engine with no images: its own `dockerd`, data, socket and bridge. Stopped,
+/// and its data and bridge removed, on drop.
 struct SecondEngine {
     child: Child,
     dir: PathBuf,
 }
+
+/// The second engine's own bridge. Never `--bridge none`: a dockerd started so deletes the
+/// host's `docker0`, the first engine's default bridge (seen with 20.10).
+const SECOND_BRIDGE: &str = "stigmer-e2";
 
 impl SecondEngine {
     fn start() -> SecondEngine {
@@ -351,6 +355,20 @@ impl SecondEngine {
         fs::create_dir_all(&dir).unwrap();
         // An empty configuration: the machine's own daemon.json names the first engine's data.
         fs::write(dir.join("daemon.json"), "{}").unwrap();
+        let _ = Command::new("ip")
+            .args(["link", "del", SECOND_BRIDGE])
+            .output();
+        for args in [
+            &["link", "add", "name", SECOND_BRIDGE, "type", "bridge"][..],
+            &["addr", "add", "10.199.77.1/24", "dev", SECOND_BRIDGE],
+            &["link", "set", SECOND_BRIDGE, "up"],
+        ] {
+            let made = Command::new("ip")
+                .args(args)
+                .output()
+                .expect("`ip` (iproute2)");
+            assert!(made.status.success(), "ip {args:?}: {}", stderr(&made));
+        }
         let child = Command::new("dockerd")
             .arg("--config-file")
             .arg(dir.join("daemon.json"))
@@ -362,7 +380,12 @@ impl SecondEngine {
             .arg(dir.join("dockerd.pid"))
             .arg("--host")
             .arg(format!("unix://{}", dir.join("docker.sock").display()))
-            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
+            .args([
+                "--bridge",
+                SECOND_BRIDGE,
+                "--iptables=false",
+                "--ip6tables=false",
+            ])
             .stdout(Stdio::null())
             .stderr(fs::File::create(dir.join("dockerd.log")).unwrap())
             .spawn()
@@ -399,6 +422,9 @@ impl Drop for SecondEngine {
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         let _ = self.child.wait();
+        let _ = Command::new("ip")
+            .args(["link", "del", SECOND_BRIDGE])
+            .output();
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
@@ -431,7 +457,16 @@ fn a_checkout_of_the_pushed_commit_on_another_engine_pulls_and_never_builds() {
     let text = stderr(&up);
     assert!(text.contains("instead of building"), "{text}");
     assert!(text.contains("Smoke checks"), "{text}");
-    // The container runs on the second engine, not the first.
+    // The container runs on the second engine, not the first, and the first keeps its bridge.
+    assert!(
+        Command::new("ip")
+            .args(["link", "show", "docker0"])
+            .output()
+            .unwrap()
+            .status
+            .success(),
+        "the second engine deleted the first engine's docker0"
+    );
     let running = engine.docker(&["inspect", "--format", "{{.State.Status}}", CONTAINER]);
     assert_eq!(String::from_utf8_lossy(&running.stdout).trim(), "running");
     assert!(!docker(&["inspect", CONTAINER]).status.success());
