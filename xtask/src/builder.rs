@@ -121,7 +121,7 @@ impl Builder {
 pub struct Offers {
     /// `docker buildx version` answered.
     pub buildx: bool,
-    /// `docker compose version --short` answered with version 2 or later.
+    /// `docker compose version --short` answered with version 2.
     pub compose_plugin: bool,
     /// Compose v2 is pinned for this machine's platform ([`COMPOSE_V2`]).
     pub pinned_compose: bool,
@@ -164,15 +164,13 @@ pub fn choose(
     }
 }
 
-/// Whether `docker compose version --short` printed version 2 or later (`2.40.3`, `v2.5.0`;
-/// Compose v1 never answered as a plugin, but a wrapper might).
-pub fn is_compose_v2_or_later(version: &str) -> bool {
+/// Whether `docker compose version --short` printed a version 2 (`2.40.3`, `v2.5.0`). Compose
+/// v2 builds with its own BuildKit client when buildx is missing; 2.40 already warns that this
+/// internal builder goes away in the next release (builds then need buildx's bake), so a later
+/// major version without buildx is not relied on: the pinned 2.40.3 is used instead.
+pub fn is_compose_v2(version: &str) -> bool {
     let version = version.trim().trim_start_matches('v');
-    version
-        .split('.')
-        .next()
-        .and_then(|major| major.parse::<u32>().ok())
-        .is_some_and(|major| major >= 2)
+    version.split('.').next() == Some("2")
 }
 
 /// Probes what the engine's client offers, in the order of preference, asking only what the
@@ -190,7 +188,7 @@ pub fn detect(docker: &Docker, forced: Option<BuilderKind>, tools_dir: &Path) ->
         let answer = docker
             .capture(&docker::args(["compose", "version", "--short"]))
             .context("asking docker for the Compose plugin")?;
-        offers.compose_plugin = answer.success && is_compose_v2_or_later(&answer.stdout);
+        offers.compose_plugin = answer.success && is_compose_v2(&answer.stdout);
         offers.pinned_compose = COMPOSE_V2.is_pinned_for(&tools::host_platform());
     }
     choose(forced, offers, &COMPOSE_V2.installed_path(tools_dir))
@@ -304,8 +302,8 @@ pub fn compose_file(request: &BuildRequest) -> String {
 
 /// `docker compose build` (or the pinned binary) on the generated file. `DOCKER_BUILDKIT=1`
 /// because Compose honours a 0 in the user's environment by using the legacy builder, which
-/// cannot parse the cache mount; `COMPOSE_BAKE=false` because Compose 2.40 asks buildx's bake
-/// first and warns when buildx is missing, which is the only case it runs here.
+/// cannot parse the cache mount. Compose 2.40 first looks for buildx's bake and, without
+/// buildx (the only case it runs here), says so in one warning line and builds itself.
 pub fn compose_command(
     client: &ComposeClient,
     compose_file: &Path,
@@ -330,10 +328,7 @@ pub fn compose_command(
     BuildCommand {
         program,
         args,
-        env: vec![
-            ("DOCKER_BUILDKIT".to_string(), "1".to_string()),
-            ("COMPOSE_BAKE".to_string(), "false".to_string()),
-        ],
+        env: vec![("DOCKER_BUILDKIT".to_string(), "1".to_string())],
     }
 }
 
@@ -619,12 +614,17 @@ mod tests {
 
     #[test]
     fn compose_versions() {
-        // `docker compose version --short` of Compose 2.40.3, 2.5 and 5.0.
-        for v2 in ["2.40.3\n", "v2.5.0", "5.0.0"] {
-            assert!(is_compose_v2_or_later(v2), "{v2}");
+        // `docker compose version --short` of Compose 2.40.3 and 2.5.
+        for v2 in ["2.40.3\n", "v2.5.0"] {
+            assert!(is_compose_v2(v2), "{v2}");
         }
-        for not in ["1.29.2", "", "docker-compose version 1.29.2, build unknown"] {
-            assert!(!is_compose_v2_or_later(not), "{not}");
+        for not in [
+            "1.29.2",
+            "5.0.0",
+            "",
+            "docker-compose version 1.29.2, build unknown",
+        ] {
+            assert!(!is_compose_v2(not), "{not}");
         }
     }
 
@@ -756,10 +756,7 @@ mod tests {
         );
         assert_eq!(
             standalone.env,
-            [
-                ("DOCKER_BUILDKIT".to_string(), "1".to_string()),
-                ("COMPOSE_BAKE".to_string(), "false".to_string())
-            ]
+            [("DOCKER_BUILDKIT".to_string(), "1".to_string())]
         );
     }
 
