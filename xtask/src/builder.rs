@@ -194,6 +194,17 @@ pub fn detect(docker: &Docker, forced: Option<BuilderKind>, tools_dir: &Path) ->
     choose(forced, offers, &COMPOSE_V2.installed_path(tools_dir))
 }
 
+/// What the build's `RUN` steps may reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildNetwork {
+    /// No network at all: every file comes from the build context, so an install that
+    /// tries to download fails at once instead of fetching, and the steps need neither the
+    /// engine's bridge nor its DNS.
+    None,
+    /// The engine's default network, for a build that installs compilers with apt-get.
+    Default,
+}
+
 /// One image build, as every builder gets it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildRequest {
@@ -202,6 +213,7 @@ pub struct BuildRequest {
     pub tag: String,
     /// Every build argument, those that become labels included.
     pub build_args: BTreeMap<String, String>,
+    pub network: BuildNetwork,
     pub no_cache: bool,
 }
 
@@ -234,6 +246,9 @@ fn build_flags(request: &BuildRequest, dockerfile: &Path) -> Vec<String> {
     ];
     for (key, value) in &request.build_args {
         args.extend(["--build-arg".to_string(), format!("{key}={value}")]);
+    }
+    if request.network == BuildNetwork::None {
+        args.extend(["--network".to_string(), "none".to_string()]);
     }
     if request.no_cache {
         args.push("--no-cache".to_string());
@@ -282,16 +297,20 @@ pub fn compose_file(request: &BuildRequest) -> String {
         .iter()
         .map(|(key, value)| (key.clone(), escape(value)))
         .collect();
+    let mut build = serde_json::json!({
+        "context": escape(&request.context.display().to_string()),
+        "dockerfile": escape(&request.dockerfile.display().to_string()),
+        "target": TARGET_STAGE,
+        "args": args,
+    });
+    if request.network == BuildNetwork::None {
+        build["network"] = serde_json::json!("none");
+    }
     let file = serde_json::json!({
         "name": COMPOSE_PROJECT,
         "services": {
             COMPOSE_SERVICE: {
-                "build": {
-                    "context": escape(&request.context.display().to_string()),
-                    "dockerfile": escape(&request.dockerfile.display().to_string()),
-                    "target": TARGET_STAGE,
-                    "args": args,
-                },
+                "build": build,
                 "image": escape(&request.tag),
             }
         }
@@ -630,6 +649,11 @@ mod tests {
 
     fn request(no_cache: bool) -> BuildRequest {
         BuildRequest {
+            network: if no_cache {
+                BuildNetwork::Default
+            } else {
+                BuildNetwork::None
+            },
             context: PathBuf::from("/src/runner"),
             dockerfile: PathBuf::from("/src/runner/Dockerfile"),
             tag: "stigmer-agent-runner:local".to_string(),
@@ -689,6 +713,8 @@ mod tests {
                 "BASE_IMAGE=python:3.11-slim",
                 "--build-arg",
                 "STIGMER_INPUTS_MANIFEST=src/=ab $HOME ${X}",
+                "--network",
+                "none",
                 "/src/runner",
             ]
         );
@@ -710,6 +736,7 @@ mod tests {
         },
         "context": "/src/runner",
         "dockerfile": "/src/runner/Dockerfile",
+        "network": "none",
         "target": "runtime"
       },
       "image": "stigmer-agent-runner:local"
@@ -718,6 +745,7 @@ mod tests {
 }
 "#
         );
+        assert!(!compose_file(&request(true)).contains("network"));
         let plugin = compose_command(&ComposeClient::Plugin, Path::new("/t/c.json"), true);
         assert_eq!(plugin.program, Program::Docker);
         assert_eq!(

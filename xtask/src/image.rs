@@ -22,7 +22,7 @@ use runner_container::lifecycle::inspect_image;
 use xshell::Shell;
 
 use crate::base_image::{self, BaseImage};
-use crate::builder::{self, BuildRequest};
+use crate::builder::{self, BuildNetwork, BuildRequest};
 use crate::{wheels, Project};
 use runner_container::progress::Progress;
 
@@ -202,7 +202,8 @@ pub fn build(
 }
 
 /// What every builder builds: the service's Dockerfile and context, the image's tag, the
-/// build arguments and those that carry the input labels.
+/// build arguments and those that carry the input labels, after [`wheels::prepare`] laid out
+/// the context.
 pub fn build_request(project: &Project, plan: &Plan, no_cache: bool) -> Result<BuildRequest> {
     let mut build_args = build_args(&plan.base);
     // The Dockerfile turns these into the image's labels in a single step.
@@ -212,11 +213,18 @@ pub fn build_request(project: &Project, plan: &Plan, no_cache: bool) -> Result<B
         };
         build_args.insert(argument.to_string(), value);
     }
+    // Offline unless a source build installs compilers from Debian's archive.
+    let network = if wheels::installs_compilers(&project.runner_dir)? {
+        BuildNetwork::Default
+    } else {
+        BuildNetwork::None
+    };
     Ok(BuildRequest {
         context: project.runner_dir.clone(),
         dockerfile: project.runner_dir.join("Dockerfile"),
         tag: project.stack.runner.image.clone(),
         build_args,
+        network,
         no_cache,
     })
 }
