@@ -54,6 +54,18 @@ impl Sandbox {
         builder: Option<&str>,
         path: Option<&Path>,
     ) -> Output {
+        self.command(args, image, builder, path)
+            .output()
+            .expect("xtask runs")
+    }
+
+    fn command(
+        &self,
+        args: &[&str],
+        image: &str,
+        builder: Option<&str>,
+        path: Option<&Path>,
+    ) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
         command
             .arg("--runner-dir")
@@ -75,6 +87,13 @@ impl Sandbox {
             paths.extend(std::env::split_paths(&old));
             command.env("PATH", std::env::join_paths(paths).unwrap());
         }
+        command
+    }
+
+    /// `rebuild-runner` and friends on another base image (`STIGMER_BASE_IMAGE`).
+    fn xtask_with_base(&self, args: &[&str], base: &str, builder: &str) -> Output {
+        let mut command = self.command(args, IMAGE, Some(builder), None);
+        command.env("STIGMER_BASE_IMAGE", base);
         command.output().expect("xtask runs")
     }
 
@@ -224,12 +243,74 @@ fn a_forced_builder_the_engine_lacks_is_a_clear_error() {
 fn venv_step(text: &str) -> Vec<&str> {
     text.lines()
         .filter(|line| {
-            line.contains("venv cache:")
-                || line.contains("Successfully installed")
-                || line.contains("Requirement already satisfied")
-                || line.contains("Successfully uninstalled")
+            [
+                "venv cache:",
+                "Successfully installed",
+                "Requirement already satisfied",
+                "Successfully uninstalled",
+            ]
+            .iter()
+            .any(|needle| line.contains(needle))
         })
         .collect()
+}
+
+/// The base image xtask uses on this engine: `python:3.11-slim` where present, else the one
+/// it makes from Debian's packages.
+fn present_base() -> &'static str {
+    for base in ["python:3.11-slim", "stigmer-python-base:3.11-bookworm"] {
+        if docker(&["image", "inspect", base]).status.success() {
+            return base;
+        }
+    }
+    panic!("no base image: run `cargo xtask dev` once to pull or make it");
+}
+
+/// A base image of its own for one test run, `tag`: the present base with a file naming the
+/// run (BuildKit's cache keys follow the layers, not labels), so no build step of an earlier
+/// run is in Docker's layer cache (`--no-cache` is no way: it empties cache mounts as well).
+/// With `other_python`, its interpreter gets one byte more: the same version, which the venv
+/// cache must still refuse.
+fn derived_base(tag: &str, other_python: bool) -> String {
+    let base = present_base();
+    let python = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        base,
+        "python3",
+        "-c",
+        "import os, sys; print(os.path.realpath(sys.executable))",
+    ]);
+    assert_success(&python);
+    let python = String::from_utf8_lossy(&python.stdout).trim().to_string();
+    let run = unique_dir("bk-test", "base");
+    let container = run.file_name().unwrap().to_string_lossy().into_owned();
+    assert_success(&docker(&["create", "--name", &container, base]));
+    fs::create_dir_all(&run).unwrap();
+    let marker = run.join("stigmer-test-run");
+    fs::write(&marker, &container).unwrap();
+    assert_success(&docker(&[
+        "cp",
+        marker.to_str().unwrap(),
+        &format!("{container}:/etc/stigmer-test-run"),
+    ]));
+    if other_python {
+        let copy = run.join("python");
+        let from = format!("{container}:{python}");
+        assert_success(&docker(&["cp", &from, copy.to_str().unwrap()]));
+        let mut bytes = fs::read(&copy).unwrap();
+        bytes.push(0);
+        fs::write(&copy, bytes).unwrap();
+        assert_success(&docker(&["cp", copy.to_str().unwrap(), &from]));
+    }
+    fs::remove_dir_all(&run).unwrap();
+    let label = format!("LABEL dev.stigmer.test-run={container}");
+    let committed = docker(&["commit", "--change", &label, &container, tag]);
+    let _ = docker(&["rm", &container]);
+    assert_success(&committed);
+    tag.to_string()
 }
 
 #[test]
@@ -239,25 +320,31 @@ fn a_lock_change_reinstalls_only_what_changed_with_buildkit_and_everything_witho
     let original = sandbox.root.join("original");
     copy_tree(&sandbox.runner(), &original);
     let with_six = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lock-change");
-
-    // `--no-cache` makes the venv step run whatever the layer cache holds; cache mounts are
-    // kept (https://docs.docker.com/build/cache/invalidation/). The first build syncs the
-    // engine's venv cache to the runner's lock.
-    let build = |builder: &str| {
+    let build = |base: &str, builder: &str| {
         let started = Instant::now();
-        let output = sandbox.xtask(
-            &["rebuild-runner", "--no-cache"],
-            IMAGE,
-            Some(builder),
-            None,
-        );
+        let output = sandbox.xtask_with_base(&["rebuild-runner"], base, builder);
         assert_success(&output);
         (stderr(&output), started.elapsed())
     };
-    build("compose");
+    let import = |module: &str| {
+        docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            "python",
+            IMAGE,
+            "-c",
+            &format!("import {module}"),
+        ])
+    };
 
+    // The runner's lock leaves the engine's venv cache in its state; then one package more.
+    let first = derived_base("stigmer-agent-runner:bk-test-base-1", false);
+    build(&first, "compose");
     sandbox.use_lock_of(&with_six);
-    let (text, added) = build("compose");
+    let (text, added) = build(&first, "compose");
     let step = venv_step(&text);
     assert!(
         step.iter()
@@ -280,24 +367,13 @@ fn a_lock_change_reinstalls_only_what_changed_with_buildkit_and_everything_witho
             .ends_with("Successfully installed six-1.17.0"),
         "more than six was installed: {step:#?}"
     );
-    let import = |module: &str| {
-        docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--entrypoint",
-            "python",
-            IMAGE,
-            "-c",
-            &format!("import {module}"),
-        ])
-    };
     assert_success(&import("six"));
 
-    // Back to the runner's lock: six is uninstalled, not left in the venv.
+    // Back to the runner's lock (on a new base, so the step runs): six is uninstalled, not
+    // left in the venv, and nothing is installed.
+    let second = derived_base("stigmer-agent-runner:bk-test-base-2", false);
     sandbox.use_lock_of(&original);
-    let (text, _) = build("compose");
+    let (text, _) = build(&second, "compose");
     let step = venv_step(&text);
     assert!(
         step.iter().any(|line| line.contains(
@@ -314,9 +390,18 @@ fn a_lock_change_reinstalls_only_what_changed_with_buildkit_and_everything_witho
     assert!(!import("six").status.success(), "six leaked into the image");
     assert_success(&import("temporalio"));
 
+    // Another Python (same version, other bytes): the cached venv is not used.
+    let other = derived_base("stigmer-agent-runner:bk-test-base-3", true);
+    let (text, _) = build(&other, "compose");
+    assert!(
+        text.contains("venv cache: empty, made by another Python or left by a build that stopped: starting over"),
+        "{text}"
+    );
+    assert_success(&import("temporalio"));
+
     // The legacy builder has no cache mount: the same change installs every package.
     sandbox.use_lock_of(&with_six);
-    let (text, legacy) = build("legacy");
+    let (text, legacy) = build(&second, "legacy");
     let installed = text
         .lines()
         .find(|line| line.contains("Successfully installed"))
@@ -326,7 +411,7 @@ fn a_lock_change_reinstalls_only_what_changed_with_buildkit_and_everything_witho
         "{installed}"
     );
     eprintln!(
-        "the lock change (+six), --no-cache: BuildKit with the venv cache {:.1} s, legacy {:.1} s",
+        "FIGURES the lock change (+six), whole rebuild-runner: BuildKit with the venv cache {:.1} s, legacy {:.1} s",
         added.as_secs_f64(),
         legacy.as_secs_f64()
     );
