@@ -267,7 +267,8 @@ pub fn remove_replaced(docker: &Docker, old: Option<&Image>, new: &Image) {
 /// `cargo xtask rebuild-runner`.
 #[derive(Args)]
 pub struct RebuildRunner {
-    /// Do not use Docker's build cache: every step runs again.
+    /// Do not use Docker's build cache: every step runs again, and BuildKit starts the venv
+    /// cache mount over too.
     #[arg(long)]
     no_cache: bool,
 }
