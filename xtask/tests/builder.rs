@@ -313,9 +313,26 @@ fn derived_base(tag: &str, other_python: bool) -> String {
     tag.to_string()
 }
 
+/// Untags the run's base images when the test ends, however it ends (their layers stay while
+/// an image built on them does).
+struct BaseImages(&'static [&'static str]);
+
+impl Drop for BaseImages {
+    fn drop(&mut self) {
+        for tag in self.0 {
+            let _ = docker(&["image", "rm", tag]);
+        }
+    }
+}
+
 #[test]
 fn a_lock_change_reinstalls_only_what_changed_with_buildkit_and_everything_without() {
     let _turn = take_turn();
+    let _bases = BaseImages(&[
+        "stigmer-agent-runner:bk-test-base-1",
+        "stigmer-agent-runner:bk-test-base-2",
+        "stigmer-agent-runner:bk-test-base-3",
+    ]);
     let sandbox = Sandbox::new("lock");
     let original = sandbox.root.join("original");
     copy_tree(&sandbox.runner(), &original);
