@@ -1,4 +1,5 @@
-//! The agent-runner image: the rebuild decision from content hashes, and the build.
+//! The agent-runner image: the rebuild decision from content hashes, and the build (with the
+//! builder [`crate::builder`] picks).
 //!
 //! A decision costs one `docker image inspect` (the runner image and the base image
 //! together) and one hash of the declared inputs; nothing is built when they match the
@@ -21,6 +22,7 @@ use runner_container::lifecycle::inspect_image;
 use xshell::Shell;
 
 use crate::base_image::{self, BaseImage};
+use crate::builder::{self, BuildNetwork, BuildRequest};
 use crate::{wheels, Project};
 use runner_container::progress::Progress;
 
@@ -166,7 +168,8 @@ pub fn path_dependencies(
     Ok(found)
 }
 
-/// Builds the image from `plan`'s inputs and labels it with them.
+/// Builds the image from `plan`'s inputs and labels it with them, with the builder the engine
+/// offers (see [`builder`]), decided here once per build and named in the output.
 pub fn build(
     sh: &Shell,
     docker: &Docker,
@@ -187,35 +190,53 @@ pub fn build(
             phase,
         )
     })?;
-    let dockerfile = project.runner_dir.join("Dockerfile").display().to_string();
-    let mut build = args([
-        "build",
-        "--file",
-        &dockerfile,
-        "--tag",
-        &project.stack.runner.image,
-    ]);
-    for (key, value) in build_args(&plan.base) {
-        build.extend(["--build-arg".to_string(), format!("{key}={value}")]);
-    }
+    let detected = builder::detect(docker, project.forced_builder, &project.stack.tools_dir)?;
+    let chosen = builder::ensure_ready(
+        detected,
+        project.forced_builder,
+        &project.stack.tools_dir,
+        progress,
+    )?;
+    let request = build_request(project, plan, no_cache)?;
+    let command = builder::command(&chosen, &request, &project.cache_dir().join("builder"))?;
+    progress.phase(
+        &format!("Building the agent-runner image with {}", chosen.describe()),
+        |phase| {
+            builder::run(docker, &command, |line| phase.line(line)).with_context(|| {
+                format!("building the agent-runner image with {}", chosen.describe())
+            })
+        },
+    )?;
+    write_source_cache(project, &plan.sources)?;
+    inspect_image(docker, &project.stack.runner.image)?.context("the image just built is not there")
+}
+
+/// What every builder builds: the service's Dockerfile and context, the image's tag, the
+/// build arguments and those that carry the input labels, after [`wheels::prepare`] laid out
+/// the context.
+pub fn build_request(project: &Project, plan: &Plan, no_cache: bool) -> Result<BuildRequest> {
+    let mut build_args = build_args(&plan.base);
     // The Dockerfile turns these into the image's labels in a single step.
     for (label, value) in plan.manifest.labels() {
         let Some((_, argument)) = LABEL_ARGS.iter().find(|(known, _)| *known == label) else {
             bail!("no build argument carries the label {label}: add it to LABEL_ARGS and the Dockerfile");
         };
-        build.extend(["--build-arg".to_string(), format!("{argument}={value}")]);
+        build_args.insert(argument.to_string(), value);
     }
-    if no_cache {
-        build.push("--no-cache".to_string());
-    }
-    build.push(project.runner_dir.display().to_string());
-    progress.phase("Building the agent-runner image", |phase| {
-        docker
-            .stream(&build, &[], |line| phase.line(line))
-            .context("building the agent-runner image")
-    })?;
-    write_source_cache(project, &plan.sources)?;
-    inspect_image(docker, &project.stack.runner.image)?.context("the image just built is not there")
+    // Offline unless a source build installs compilers from Debian's archive.
+    let network = if wheels::installs_compilers(&project.runner_dir)? {
+        BuildNetwork::Default
+    } else {
+        BuildNetwork::None
+    };
+    Ok(BuildRequest {
+        context: project.runner_dir.clone(),
+        dockerfile: project.runner_dir.join("Dockerfile"),
+        tag: project.stack.runner.image.clone(),
+        build_args,
+        network,
+        no_cache,
+    })
 }
 
 fn source_cache_path(project: &Project, digest: &str) -> std::path::PathBuf {
@@ -256,7 +277,8 @@ pub fn remove_replaced(docker: &Docker, old: Option<&Image>, new: &Image) {
 /// `cargo xtask rebuild-runner`.
 #[derive(Args)]
 pub struct RebuildRunner {
-    /// Do not use Docker's build cache: every step runs again.
+    /// Do not use Docker's build cache: every step runs again, and BuildKit starts the venv
+    /// cache mount over too.
     #[arg(long)]
     no_cache: bool,
 }

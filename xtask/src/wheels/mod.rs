@@ -40,6 +40,7 @@ use runner_container::docker::Docker;
 use runner_container::progress::Phase;
 use xshell::Shell;
 
+pub use context::installs_compilers;
 use context::write_context;
 pub use fetch::python_on_host;
 use fetch::{fetch_build_requirements, fetch_missing};
