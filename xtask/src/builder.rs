@@ -83,6 +83,35 @@ pub enum ComposeClient {
     Pinned { binary: PathBuf },
 }
 
+impl ComposeClient {
+    /// The program and first arguments that run Compose v2.
+    pub fn program(&self) -> Vec<String> {
+        match self {
+            ComposeClient::Plugin => vec!["docker".to_string(), "compose".to_string()],
+            ComposeClient::Pinned { binary } => vec![binary.display().to_string()],
+        }
+    }
+}
+
+/// Compose v2 on this machine, for what needs Compose itself (its `config` check, the
+/// benchmark): the plugin, else the pinned binary, installed when missing.
+pub fn compose_v2(
+    docker: &Docker,
+    tools_dir: &Path,
+    progress: &mut Progress,
+) -> Result<ComposeClient> {
+    let forced = Some(BuilderKind::Compose);
+    match ensure_ready(
+        detect(docker, forced, tools_dir)?,
+        forced,
+        tools_dir,
+        progress,
+    )? {
+        Builder::Compose(client) => Ok(client),
+        other => bail!("Compose v2 is not available here ({})", other.describe()),
+    }
+}
+
 /// The builder of this run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Builder {

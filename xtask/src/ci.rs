@@ -81,13 +81,17 @@ impl Ci {
                 .run()
                 .context("actionlint found problems in the GitHub workflows")
         })?;
-        progress.phase("docker-compose config", |_| {
+        let docker = crate::docker()?;
+        let compose = crate::builder::compose_v2(&docker, &project.stack.tools_dir, &mut progress)?;
+        progress.phase("Compose v2 config", |_| {
+            let command = compose.program();
+            let (program, first) = command.split_first().context("Compose has a program")?;
             cmd!(
                 sh,
-                "docker-compose --file {runner_dir}/docker-compose.yml config --quiet"
+                "{program} {first...} --file {runner_dir}/docker-compose.yml config --quiet"
             )
             .run()
-            .context("docker-compose rejects docker-compose.yml")
+            .context("Compose v2 rejects docker-compose.yml")
         })?;
         progress.phase("pytest (agent-runner)", |_| {
             let _dir = sh.push_dir(runner_dir);
