@@ -4,7 +4,7 @@
 //! a password (hosted CI runners); otherwise an error that names the command to run.
 
 use anyhow::{bail, Context, Result};
-use runner_container::progress::Phase;
+use stigmer_stack::ui::progress::Phase;
 use xshell::{cmd, Shell};
 
 /// How packages can be installed here.
@@ -19,7 +19,7 @@ pub enum Privilege {
 impl Privilege {
     /// Asks the system once: the user, then sudo.
     pub fn probe(sh: &Shell) -> Privilege {
-        if runner_container::spec::HostUser::current().uid == 0 {
+        if stigmer_stack::runner::spec::HostUser::current().uid == 0 {
             return Privilege::Root;
         }
         let sudo = cmd!(sh, "sudo -n true")

@@ -11,13 +11,13 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use runner_container::docker::{args, Docker};
-use runner_container::inspect::Image;
-use runner_container::lifecycle::inspect_image;
+use stigmer_stack::docker::inspect::Image;
+use stigmer_stack::docker::{args, Docker};
+use stigmer_stack::runner::lifecycle::inspect_image;
 use xshell::{cmd, Shell};
 
 use crate::Project;
-use runner_container::progress::{Phase, Progress};
+use stigmer_stack::ui::progress::{Phase, Progress};
 
 pub const DEFAULT_BASE: &str = "python:3.11-slim";
 /// The stand-in for [`DEFAULT_BASE`] made from Debian's packages.
@@ -151,7 +151,7 @@ fn build_tarball(tarball: &Path, phase: &Phase) -> Result<()> {
         tarball.display().to_string(),
     ];
     mmdebstrap.extend(SOURCES.map(String::from));
-    runner_container::docker::stream("mmdebstrap", &mmdebstrap, &[], |line| phase.line(line))
+    stigmer_stack::exec::stream("mmdebstrap", &mmdebstrap, &[], |line| phase.line(line))
         .context("making the base file system with mmdebstrap")
 }
 

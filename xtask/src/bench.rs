@@ -20,18 +20,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
-use runner_container::docker::{args, Docker};
-use runner_container::engine::{check_engine, EngineInfo};
-use runner_container::http::healthz;
-use runner_container::inputs::RebuildDecision;
-use runner_container::inspect::Image;
-use runner_container::lifecycle;
-use runner_container::paths::DataDir;
-use runner_container::process;
-use runner_container::progress::{Phase, Progress};
-use runner_container::server_api::Api;
-use runner_container::server_process::{self, ServerConfig};
-use runner_container::spec::{ContainerSpec, HostUser, RunnerSettings};
+use stigmer_stack::docker::engine::{check_engine, EngineInfo};
+use stigmer_stack::docker::inspect::Image;
+use stigmer_stack::docker::{args, Docker};
+use stigmer_stack::http::healthz;
+use stigmer_stack::process;
+use stigmer_stack::runner::inputs::RebuildDecision;
+use stigmer_stack::runner::lifecycle;
+use stigmer_stack::runner::spec::{ContainerSpec, HostUser, RunnerSettings};
+use stigmer_stack::server::api::Api;
+use stigmer_stack::server::{self, ServerConfig};
+use stigmer_stack::stack::DataDir;
+use stigmer_stack::ui::progress::{Phase, Progress};
 use xshell::{cmd, Shell};
 
 use crate::base_image::{self, BaseImage};
@@ -486,7 +486,7 @@ impl Session {
             "{command:?} failed ({}):\n{}{}",
             output.status,
             String::from_utf8_lossy(&output.stdout),
-            runner_container::docker::tail_lines(&stderr, 40)
+            stigmer_stack::exec::tail_lines(&stderr, 40)
         );
         // What a user waits for before the change can be tried: the service answering.
         while healthz(stack.health_port, Duration::from_millis(250)).is_err() {
@@ -1135,8 +1135,8 @@ impl Session {
 
     fn container_id(&self, name: &str) -> Option<String> {
         match lifecycle::inspect_container(&self.docker, name) {
-            Ok(runner_container::inspect::ContainerState::Ours(container))
-            | Ok(runner_container::inspect::ContainerState::Foreign(container)) => {
+            Ok(stigmer_stack::docker::inspect::ContainerState::Ours(container))
+            | Ok(stigmer_stack::docker::inspect::ContainerState::Foreign(container)) => {
                 Some(container.id)
             }
             _ => None,
@@ -1193,8 +1193,8 @@ impl Session {
             }
             let _ = process::stop(
                 &self.theirs.data_dir().server_pid_file(),
-                server_process::COMPONENT,
-                server_process::STOP_GRACE,
+                server::COMPONENT,
+                server::STOP_GRACE,
             );
         }
         for name in [&self.ours.container, &self.theirs.container] {

@@ -26,10 +26,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use runner_container::docker::{self, Docker};
-use runner_container::inputs::sha256_hex;
-use runner_container::progress::Progress;
-use runner_container::tools::{self, COMPOSE_V2};
+use stigmer_stack::docker::{self, Docker};
+use stigmer_stack::runner::inputs::sha256_hex;
+use stigmer_stack::tools::{self, COMPOSE_V2};
+use stigmer_stack::ui::progress::Progress;
 
 /// The variable that forces a builder.
 pub const BUILDER_ENV: &str = "STIGMER_BUILDER";
@@ -496,7 +496,7 @@ pub fn ensure_ready(
     let Builder::Compose(ComposeClient::Pinned { binary }) = &builder else {
         return Ok(builder);
     };
-    if runner_container::process::is_executable(binary) {
+    if stigmer_stack::process::is_executable(binary) {
         return Ok(builder);
     }
     let installed = progress.phase(
@@ -555,11 +555,11 @@ pub fn command(
 
 /// Runs a build, handing each line of its output to `on_line`. Ctrl-C cancels it: the
 /// stream passes the interrupt on to the builder's process, which stops the build on the
-/// daemon, and ends with [`runner_container::interrupt::Interrupted`].
+/// daemon, and ends with [`stigmer_stack::ui::interrupt::Interrupted`].
 pub fn run(docker: &Docker, command: &BuildCommand, on_line: impl FnMut(&str)) -> Result<()> {
     match &command.program {
         Program::Docker => docker.stream(&command.args, &command.env, on_line),
-        Program::Binary(binary) => docker::stream(
+        Program::Binary(binary) => stigmer_stack::exec::stream(
             &binary.display().to_string(),
             &command.args,
             &command.env,

@@ -5,12 +5,12 @@ use std::fs;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use runner_container::engine::check_engine;
-use runner_container::inputs::sha256_hex;
+use stigmer_stack::docker::engine::check_engine;
+use stigmer_stack::runner::inputs::sha256_hex;
 use xshell::{cmd, Shell};
 
 use crate::{image, wheels, Project};
-use runner_container::progress::Progress;
+use stigmer_stack::ui::progress::Progress;
 
 /// The tag the engine-backed tests of the CLI run (see client-apps/cli/tests).
 pub const TEST_IMAGE: &str = "stigmer-agent-runner:test";
@@ -44,7 +44,7 @@ impl Ci {
         }
         let python = progress.phase("Python test environment", |_| python_env(sh, project))?;
         progress.phase("Temporal CLI for the tests", |phase| {
-            runner_container::temporal::binary(
+            stigmer_stack::temporal::binary(
                 &project.stack.temporal,
                 &project.stack.tools_dir,
                 |url| phase.line(&format!("downloading {url}")),
@@ -131,7 +131,7 @@ fn test_image(sh: &Shell, project: &Project, progress: &mut Progress) -> Result<
 
 /// xtask/tests/registry.rs runs Debian's `docker-registry` (the reference registry) on
 /// loopback; root installs it, anyone else is told how.
-fn ensure_docker_registry(sh: &Shell, phase: &runner_container::progress::Phase) -> Result<()> {
+fn ensure_docker_registry(sh: &Shell, phase: &stigmer_stack::ui::progress::Phase) -> Result<()> {
     let present = cmd!(sh, "docker-registry --version")
         .quiet()
         .ignore_stdout()

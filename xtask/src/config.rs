@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use runner_container::registry::Registry;
+use stigmer_stack::docker::registry::Registry;
 
 pub const FILE_NAME: &str = "stigmer.toml";
 
@@ -71,7 +71,7 @@ pub fn resolve_registry(
 ) -> Result<Option<Registry>> {
     let (text, origin) = match (flag, env, file) {
         (Some(text), _, _) => (text, "--registry"),
-        (None, Some(text), _) => (text, runner_container::registry::REGISTRY_ENV),
+        (None, Some(text), _) => (text, stigmer_stack::docker::registry::REGISTRY_ENV),
         (None, None, Some(text)) => (text, "runner.registry in stigmer.toml"),
         (None, None, None) => return Ok(None),
     };

@@ -11,15 +11,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use runner_container::docker::Docker;
-use runner_container::engine::{check_engine, EngineInfo};
-use runner_container::ids::short;
-use runner_container::inspect::Image;
-use runner_container::lifecycle::{self, Reloaded, StartOutcome};
-use runner_container::lock::StackLock;
-use runner_container::progress::{seconds, Progress};
-use runner_container::server_process;
-use runner_container::stack::{self, UpReport, UpRequest};
+use stigmer_stack::docker::engine::{check_engine, EngineInfo};
+use stigmer_stack::docker::inspect::Image;
+use stigmer_stack::docker::short_id;
+use stigmer_stack::docker::Docker;
+use stigmer_stack::runner::lifecycle::{self, Reloaded, StartOutcome};
+use stigmer_stack::server;
+use stigmer_stack::stack::StackLock;
+use stigmer_stack::stack::{self, UpReport, UpRequest};
+use stigmer_stack::ui::progress::{seconds, Progress};
 use xshell::{cmd, Shell};
 
 use crate::image;
@@ -135,10 +135,10 @@ impl Dev {
             "✓ Temporal at {}; stigmer-server (pid {}) at {}; agent-runner {} from {} ({}) with {mode}, health at {}",
             project.stack.temporal.frontend_address(),
             outcome.report.server.pid().unwrap_or_default(),
-            server_process::url(project.stack.server_port),
-            short(outcome.report.runner.id()),
+            server::url(project.stack.server_port),
+            short_id(outcome.report.runner.id()),
             project.stack.runner.image,
-            short(&outcome.image.id),
+            short_id(&outcome.image.id),
             project.stack.runner.health_url()
         );
         if self.watch {
@@ -240,7 +240,7 @@ fn loaded_source_path(project: &Project, container: &str) -> std::path::PathBuf 
     project
         .cache_dir()
         .join("loaded-source")
-        .join(short(container))
+        .join(short_id(container))
 }
 
 pub fn loaded_source(project: &Project, container: &str) -> Option<String> {
@@ -256,7 +256,7 @@ pub fn record_loaded_source(project: &Project, container: &str, digest: &str) ->
     }
     let dir = path.parent().context("the record has a directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    runner_container::paths::write_atomically(&path, format!("{digest}\n").as_bytes())
+    stigmer_stack::files::write_atomically(&path, format!("{digest}\n").as_bytes())
 }
 
 /// The server and the CLI come from this checkout; cargo decides whether they are current
@@ -304,7 +304,7 @@ fn binaries_fresh(project: &Project) -> bool {
         ".cargo/config.toml",
         "backend/services/stigmer-server/Cargo.toml",
         "client-apps/cli/Cargo.toml",
-        "crates/runner-container/Cargo.toml",
+        "crates/stigmer-stack/Cargo.toml",
     ]
     .iter()
     .map(|path| project.root.join(path))

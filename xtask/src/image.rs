@@ -11,20 +11,20 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use runner_container::docker::{args, Docker};
-use runner_container::engine::{check_engine, EngineInfo};
-use runner_container::inputs::{
+use stigmer_stack::docker::engine::{check_engine, EngineInfo};
+use stigmer_stack::docker::inspect::{parse_images, Image};
+use stigmer_stack::docker::{args, Docker};
+use stigmer_stack::runner::inputs::{
     InputManifest, RebuildDecision, SourceTree, INPUTS_LABEL, MANIFEST_LABEL, POETRY_LOCK_LABEL,
     SOURCE_INPUT,
 };
-use runner_container::inspect::{parse_images, Image};
-use runner_container::lifecycle::inspect_image;
+use stigmer_stack::runner::lifecycle::inspect_image;
 use xshell::Shell;
 
 use crate::base_image::{self, BaseImage};
 use crate::builder::{self, BuildNetwork, BuildRequest};
 use crate::{wheels, Project};
-use runner_container::progress::Progress;
+use stigmer_stack::ui::progress::Progress;
 
 /// The rebuild decision and what it was made from.
 pub struct Plan {

@@ -12,8 +12,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use runner_container::inputs::sha256_hex;
 use serde::{Deserialize, Serialize};
+use stigmer_stack::runner::inputs::sha256_hex;
 
 /// Where the policy lives, for messages.
 pub const POLICY_TABLE: &str = "[tool.stigmer.import-check]";
@@ -341,7 +341,7 @@ pub fn keep_report(path: &Path, report: &ImportReport) -> Result<()> {
     }
     let dir = path.parent().context("the cache path has a parent")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    runner_container::paths::write_atomically(path, &serde_json::to_vec_pretty(report)?)
+    stigmer_stack::files::write_atomically(path, &serde_json::to_vec_pretty(report)?)
 }
 
 #[cfg(test)]

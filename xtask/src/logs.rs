@@ -3,8 +3,8 @@
 
 use anyhow::Result;
 use clap::Args;
-use runner_container::lifecycle::logs_args;
-use runner_container::stack::{self, Component, LogSource};
+use stigmer_stack::runner::lifecycle::logs_args;
+use stigmer_stack::stack::{self, Component, LogSource};
 use xshell::Shell;
 
 use crate::Project;

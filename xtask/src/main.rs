@@ -26,11 +26,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use runner_container::docker::Docker;
-use runner_container::engine::EngineInfo;
-use runner_container::interrupt;
-use runner_container::spec::{ContainerSpec, HostUser};
-use runner_container::stack::StackConfig;
+use stigmer_stack::docker::engine::EngineInfo;
+use stigmer_stack::docker::Docker;
+use stigmer_stack::runner::spec::{ContainerSpec, HostUser};
+use stigmer_stack::stack::StackConfig;
+use stigmer_stack::ui::interrupt;
 use xshell::Shell;
 
 #[derive(Parser)]
@@ -81,7 +81,7 @@ pub struct Project {
     /// The base image the Dockerfile starts from, unless it must be made here.
     pub configured_base: String,
     /// Where runner images are pulled from before building, and published to.
-    pub registry: Option<runner_container::registry::Registry>,
+    pub registry: Option<stigmer_stack::docker::registry::Registry>,
     /// `STIGMER_BUILDER`: the image builder to use whatever else the engine offers.
     pub forced_builder: Option<builder::BuilderKind>,
 }
@@ -104,7 +104,7 @@ impl Project {
                 .unwrap_or_else(|_| base_image::DEFAULT_BASE.to_string()),
             registry: config::resolve_registry(
                 registry.as_deref(),
-                std::env::var(runner_container::registry::REGISTRY_ENV)
+                std::env::var(stigmer_stack::docker::registry::REGISTRY_ENV)
                     .ok()
                     .as_deref(),
                 file.runner.registry.as_deref(),

@@ -6,19 +6,19 @@
 //! image under two tags: the digest of its inputs, which `dev` asks for, and the project's
 //! version, which the `stigmer` CLI of that version asks for. The OCI labels describing the
 //! publication are stamped on a configuration-only child of the built image, so they never
-//! touch the inputs or the rebuild decision (see `runner_container::registry`).
+//! touch the inputs or the rebuild decision (see `stigmer_stack::docker::registry`).
 
 use std::fs;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use runner_container::docker::Docker;
-use runner_container::engine::check_engine;
-use runner_container::inspect::Image;
-use runner_container::lifecycle::inspect_image;
-use runner_container::progress::{seconds, Progress};
-use runner_container::registry::{self, InputsPull, Pulled, Registry};
+use stigmer_stack::docker::engine::check_engine;
+use stigmer_stack::docker::inspect::Image;
+use stigmer_stack::docker::registry::{self, InputsPull, Pulled, Registry};
+use stigmer_stack::docker::Docker;
+use stigmer_stack::runner::lifecycle::inspect_image;
+use stigmer_stack::ui::progress::{seconds, Progress};
 use xshell::{cmd, Shell};
 
 use crate::base_image::{self, BaseImage};
@@ -61,7 +61,7 @@ impl PublishRunner {
                 .unwrap_or_else(|| DEFAULT_SOURCE.to_string()),
             &revision(sh, project, &progress),
             env!("CARGO_PKG_VERSION"),
-            &runner_container::time::rfc3339_utc(created_seconds()),
+            &stigmer_stack::util::time::rfc3339_utc(created_seconds()),
         );
         if let Some(mirror) = registry.mirror_reference(&plan.base.reference) {
             progress.phase(&format!("Pushing the base image as {mirror}"), |phase| {

@@ -11,10 +11,10 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use runner_container::docker::{args, Docker};
-use runner_container::inputs::{InputManifest, BASE_IMAGE_INPUT};
-use runner_container::lifecycle::inspect_image;
 use serde::{Deserialize, Serialize};
+use stigmer_stack::docker::{args, Docker};
+use stigmer_stack::runner::inputs::{InputManifest, BASE_IMAGE_INPUT};
+use stigmer_stack::runner::lifecycle::inspect_image;
 use xshell::Shell;
 
 use crate::image::short_id;

@@ -9,16 +9,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
-use runner_container::docker::{args, Docker};
-use runner_container::engine::check_engine;
-use runner_container::http::healthz;
-use runner_container::http::{self, Body};
-use runner_container::inspect::ContainerState;
-use runner_container::lifecycle::{inspect_container, log_tail};
-use runner_container::progress::{seconds, Progress};
-use runner_container::server_api::Api;
-use runner_container::spec::TASK_QUEUE;
-use runner_container::temporal;
+use stigmer_stack::docker::engine::check_engine;
+use stigmer_stack::docker::inspect::ContainerState;
+use stigmer_stack::docker::{args, Docker};
+use stigmer_stack::http::healthz;
+use stigmer_stack::http::{self, Body};
+use stigmer_stack::runner::lifecycle::{inspect_container, log_tail};
+use stigmer_stack::runner::spec::TASK_QUEUE;
+use stigmer_stack::server::api::Api;
+use stigmer_stack::temporal;
+use stigmer_stack::ui::progress::{seconds, Progress};
 use xshell::Shell;
 
 use crate::{import_check, Project};
@@ -153,7 +153,8 @@ fn imports_in_image(docker: &Docker, project: &Project) -> Result<String> {
     };
     let mounted = match &project.stack.runner.source_mount {
         Some(_) => Some(
-            runner_container::inputs::hash_source_tree(&project.runner_dir.join("src"))?.digest,
+            stigmer_stack::runner::inputs::hash_source_tree(&project.runner_dir.join("src"))?
+                .digest,
         ),
         None => None,
     };
@@ -334,12 +335,12 @@ pub fn was_checked(project: &Project, container_id: &str) -> bool {
 
 pub fn mark_checked(project: &Project, container_id: &str) -> Result<()> {
     let path = checked_file(project);
-    runner_container::paths::write_atomically(&path, format!("{container_id}\n").as_bytes())
+    stigmer_stack::files::write_atomically(&path, format!("{container_id}\n").as_bytes())
 }
 
 pub fn forget_checked(project: &Project) -> Result<()> {
     let path = checked_file(project);
-    runner_container::paths::remove_if_present(&path)
+    stigmer_stack::files::remove_if_present(&path)
 }
 
 /// `cargo xtask smoke`.

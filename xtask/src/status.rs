@@ -3,10 +3,10 @@
 
 use anyhow::Result;
 use clap::Args;
-use runner_container::engine::check_engine;
-use runner_container::ids::short;
-use runner_container::stack;
 use serde::Serialize;
+use stigmer_stack::docker::engine::check_engine;
+use stigmer_stack::docker::short_id;
+use stigmer_stack::stack;
 use xshell::Shell;
 
 use crate::{base_image, builder, image, Project};
@@ -93,7 +93,7 @@ impl Status {
             println!(
                 "  image           {} ({}, {}: {})",
                 image.name,
-                image.id.as_deref().map(short).unwrap_or("none"),
+                image.id.as_deref().map(short_id).unwrap_or("none"),
                 if image.current { "current" } else { "outdated" },
                 image.reason
             );

@@ -4,8 +4,8 @@
 
 use anyhow::{bail, Result};
 use clap::Args;
-use runner_container::lock::StackLock;
-use runner_container::stack::{self, RunnerStop};
+use stigmer_stack::stack::StackLock;
+use stigmer_stack::stack::{self, RunnerStop};
 use xshell::Shell;
 
 use crate::{smoke, Project};

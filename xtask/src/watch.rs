@@ -22,14 +22,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use notify::{RecursiveMode, Watcher};
-use runner_container::docker::Docker;
-use runner_container::engine::EngineInfo;
-use runner_container::inputs::hash_source_tree;
-use runner_container::interrupt;
-use runner_container::lifecycle;
-use runner_container::lock::StackLock;
-use runner_container::progress::Progress;
 use serde::Serialize;
+use stigmer_stack::docker::engine::EngineInfo;
+use stigmer_stack::docker::Docker;
+use stigmer_stack::runner::inputs::hash_source_tree;
+use stigmer_stack::runner::lifecycle;
+use stigmer_stack::stack::StackLock;
+use stigmer_stack::ui::interrupt;
+use stigmer_stack::ui::progress::Progress;
 use xshell::Shell;
 
 use crate::dev::{self, DevOutcome, RELOAD_TIMEOUT};
@@ -296,7 +296,7 @@ fn reload_if_changed(
     docker: &Docker,
     project: &Project,
     container: &str,
-    spec: &runner_container::spec::ContainerSpec,
+    spec: &stigmer_stack::runner::spec::ContainerSpec,
     failed_source: &mut Option<String>,
 ) -> Result<Option<Option<u64>>> {
     let digest = hash_source_tree(&project.runner_dir.join("src"))?.digest;
@@ -420,7 +420,7 @@ mod tests {
             Some(Action::Server)
         );
         assert_eq!(
-            root("crates/runner-container/src/spec.rs"),
+            root("crates/stigmer-stack/src/spec.rs"),
             Some(Action::Server)
         );
         assert_eq!(root("client-apps/cli/Cargo.toml"), Some(Action::Server));

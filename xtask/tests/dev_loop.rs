@@ -206,10 +206,7 @@ fn dev_from_nothing_then_no_change_touch_status_smoke_and_stop() {
         None,
         "the container is still there after stop"
     );
-    assert!(!sandbox
-        .data_dir()
-        .join("agent-runner-container.id")
-        .exists());
+    assert!(!sandbox.data_dir().join("agent-stigmer-stack.id").exists());
     let again = sandbox.xtask(&["stop"]);
     assert_success(&again);
     assert!(String::from_utf8_lossy(&again.stdout).contains("was not running"));
@@ -227,8 +224,7 @@ fn a_mounted_source_change_reloads_the_runner_without_a_build() {
         Some("mounted")
     );
     let health = || {
-        runner_container::http::healthz(HEALTH_PORT.parse().unwrap(), Duration::from_secs(2))
-            .unwrap()
+        stigmer_stack::http::healthz(HEALTH_PORT.parse().unwrap(), Duration::from_secs(2)).unwrap()
     };
     let before = health()["generation"].as_u64().unwrap();
 
@@ -668,10 +664,10 @@ fn the_upload_endpoint_refuses_escapes_huge_and_malformed_bodies() {
     assert_success(&sandbox.xtask(&["dev"]));
     let addr: std::net::SocketAddr = format!("127.0.0.1:{HEALTH_PORT}").parse().unwrap();
     let post = |content_type: &str, body: &[u8]| {
-        runner_container::http::post(
+        stigmer_stack::http::post(
             addr,
             "/v1/uploads",
-            runner_container::http::Body {
+            stigmer_stack::http::Body {
                 content_type,
                 bytes: body,
             },
@@ -680,18 +676,13 @@ fn the_upload_endpoint_refuses_escapes_huge_and_malformed_bodies() {
         .unwrap()
     };
     for escape in ["../escape.txt", "/etc/escape.txt", "a/../../escape.txt"] {
-        let (content_type, body) =
-            runner_container::http::multipart_file("b", "file", escape, b"x");
+        let (content_type, body) = stigmer_stack::http::multipart_file("b", "file", escape, b"x");
         let response = post(&content_type, &body);
         assert_eq!(response.status, 400, "{escape}: {}", response.text());
     }
     assert!(!sandbox.data_dir().join("escape.txt").exists());
-    let (content_type, huge) = runner_container::http::multipart_file(
-        "b",
-        "file",
-        "huge.bin",
-        &vec![b'x'; 11 * 1024 * 1024],
-    );
+    let (content_type, huge) =
+        stigmer_stack::http::multipart_file("b", "file", "huge.bin", &vec![b'x'; 11 * 1024 * 1024]);
     assert_eq!(post(&content_type, &huge).status, 413);
     assert!(!sandbox.data_dir().join("workspace/huge.bin").exists());
     assert_eq!(

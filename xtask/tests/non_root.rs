@@ -33,7 +33,7 @@ fn run(program: &str, args: &[&str]) -> Output {
 /// The user, its sudo rule and its way to the toolchain, made once.
 fn prepare_user() -> PathBuf {
     assert_eq!(
-        runner_container::spec::HostUser::current().uid,
+        stigmer_stack::runner::spec::HostUser::current().uid,
         0,
         "this test makes a non-root user and needs root (CI runs as root)"
     );

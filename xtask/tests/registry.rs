@@ -347,7 +347,7 @@ const SECOND_BRIDGE: &str = "stigmer-e2";
 impl SecondEngine {
     fn start() -> SecondEngine {
         assert_eq!(
-            runner_container::spec::HostUser::current().uid,
+            stigmer_stack::runner::spec::HostUser::current().uid,
             0,
             "this test starts a second dockerd, which needs root (CI runs as root)"
         );

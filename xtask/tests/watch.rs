@@ -15,8 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use runner_container::http::healthz;
-use runner_container::server_api::Api;
+use stigmer_stack::http::healthz;
+use stigmer_stack::server::api::Api;
 use support::{assert_success, copy_tree, docker, stderr, unique_dir};
 
 const IMAGE: &str = "stigmer-agent-runner:watch-test";

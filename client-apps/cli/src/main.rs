@@ -4,7 +4,7 @@
 //! stigmer-server and the agent-runner container); `stigmer server run` is the server itself,
 //! embedded so that this one program is all a user installs; `stigmer run` creates an
 //! execution and follows it. This file holds the command line, reads the environment once into
-//! a [`runner_container::stack::StackConfig`], and turns errors into `✗ <message>` and a
+//! a [`stigmer_stack::stack::StackConfig`], and turns errors into `✗ <message>` and a
 //! non-zero exit. Results go to stdout, progress to stderr.
 
 mod run;
@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use runner_container::stack::{Component, StackConfig as Config};
+use stigmer_stack::stack::{Component, StackConfig as Config};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -128,7 +128,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("✗ {err:#}");
-            if runner_container::interrupt::is_interrupted(&err) {
+            if stigmer_stack::ui::interrupt::is_interrupted(&err) {
                 ExitCode::from(130)
             } else {
                 ExitCode::FAILURE

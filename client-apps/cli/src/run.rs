@@ -10,8 +10,8 @@ use std::sync::{Mutex, PoisonError};
 use anyhow::{bail, Context, Result};
 
 use crate::{RunInput, RunRequest};
-use runner_container::server_api::{Api, Event};
-use runner_container::stack::StackConfig as Config;
+use stigmer_stack::server::api::{Api, Event};
+use stigmer_stack::stack::StackConfig as Config;
 
 /// The execution being followed, for the Ctrl-C handler's message.
 static FOLLOWING: Mutex<Option<String>> = Mutex::new(None);

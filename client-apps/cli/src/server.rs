@@ -1,23 +1,23 @@
 //! `stigmer server start|stop|status|logs|run`: the display of the stack layer
-//! (`runner_container::stack`), which starts Temporal, stigmer-server and the agent-runner
+//! (`stigmer_stack::stack`), which starts Temporal, stigmer-server and the agent-runner
 //! container in that order and stops them in the reverse one. `run` is the server itself, in
 //! the foreground: the stack starts it as `stigmer server run`, so this one program is all a
 //! user installs.
 
 use anyhow::{bail, Result};
-use runner_container::docker::Docker;
-use runner_container::engine;
-use runner_container::interrupt;
-use runner_container::lifecycle;
-use runner_container::lock::StackLock;
-use runner_container::progress::{seconds, Progress};
-use runner_container::registry::{self, Registry};
-use runner_container::spec::HostUser;
-use runner_container::stack::{
+use stigmer_stack::docker::engine;
+use stigmer_stack::docker::registry::{self, Registry};
+use stigmer_stack::docker::Docker;
+use stigmer_stack::runner::lifecycle;
+use stigmer_stack::runner::spec::HostUser;
+use stigmer_stack::stack::StackLock;
+use stigmer_stack::stack::{
     self, image_missing_message, Component, ComponentStart, LogSource, RunnerStop, StackConfig,
     UpRequest,
 };
-use runner_container::{server_process, temporal};
+use stigmer_stack::ui::interrupt;
+use stigmer_stack::ui::progress::{seconds, Progress};
+use stigmer_stack::{server, temporal};
 
 pub fn start(config: &StackConfig, restart: bool) -> Result<()> {
     let data_dir = &config.data_dir;
@@ -100,8 +100,8 @@ pub fn start(config: &StackConfig, restart: bool) -> Result<()> {
             .map(|url| format!(", Web UI {url}"))
             .unwrap_or_default(),
         pid = report.server.pid().unwrap_or_default(),
-        url = server_process::url(config.server_port),
-        log = data_dir.log_file(server_process::COMPONENT).display(),
+        url = server::url(config.server_port),
+        log = data_dir.log_file(server::COMPONENT).display(),
         name = config.runner.container_name,
         short = &id[..id.len().min(12)],
         image = config.runner.image,
@@ -117,7 +117,7 @@ fn pull_published_image(
     docker: &Docker,
     registry: Option<&Registry>,
     image: &str,
-) -> Result<runner_container::inspect::Image> {
+) -> Result<stigmer_stack::docker::inspect::Image> {
     let Some(registry) = registry else {
         bail!(image_missing_message(image));
     };

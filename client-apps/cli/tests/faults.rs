@@ -359,18 +359,18 @@ fn killed_starts_and_stale_files_are_recovered() {
 
     // A container created but never started (a crash between create and start) is replaced.
     assert_success(&stack.stigmer(&["server", "stop"]));
-    let data_dir = runner_container::paths::DataDir::at(stack.data());
-    let settings = runner_container::spec::RunnerSettings {
+    let data_dir = stigmer_stack::stack::DataDir::at(stack.data());
+    let settings = stigmer_stack::runner::spec::RunnerSettings {
         image: IMAGE.to_string(),
         container_name: NAMES.container.to_string(),
         health_port: NAMES.health_port,
         backend_endpoint: format!("localhost:{}", NAMES.server_port),
         ..Default::default()
     };
-    let spec = runner_container::spec::ContainerSpec::agent_runner(
+    let spec = stigmer_stack::runner::spec::ContainerSpec::agent_runner(
         &settings,
         &data_dir,
-        runner_container::spec::HostUser::current(),
+        stigmer_stack::runner::spec::HostUser::current(),
     );
     let mut create = vec!["create".to_string()];
     create.extend(spec.run_args().into_iter().skip(2));

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use runner_container::inputs::{InputManifest, RebuildDecision};
-use runner_container::progress::Phase;
+use stigmer_stack::runner::inputs::{InputManifest, RebuildDecision};
+use stigmer_stack::ui::progress::Phase;
 
 use super::copy_tree;
 use super::report::{DecisionRow, Stats};

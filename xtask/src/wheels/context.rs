@@ -6,7 +6,7 @@ use std::fs;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use runner_container::inputs::sha256_hex;
+use stigmer_stack::runner::inputs::sha256_hex;
 
 use super::lock::Install;
 use super::markers;
@@ -136,10 +136,10 @@ pub fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
         .with_context(|| format!("copying {} to {}", from.display(), to.display()))
 }
 
-/// Copies a path dependency's source: the files [`runner_container::inputs`] hashes for the
+/// Copies a path dependency's source: the files [`stigmer_stack::runner::inputs`] hashes for the
 /// rebuild decision, so what is built is what was decided on.
 pub fn copy_source_tree(from: &Path, to: &Path) -> Result<()> {
-    for file in runner_container::inputs::path_dependency_files(from)? {
+    for file in stigmer_stack::runner::inputs::path_dependency_files(from)? {
         let target = to.join(&file);
         if let Some(parent) = target.parent() {
             fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;

@@ -7,8 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use runner_container::inputs::sha256_hex;
-use runner_container::progress::Phase;
+use stigmer_stack::runner::inputs::sha256_hex;
+use stigmer_stack::ui::progress::Phase;
 use xshell::{cmd, Shell};
 
 use super::lock::{Install, LockedArtifact};

@@ -14,8 +14,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use runner_container::inputs::sha256_hex;
 use serde::Deserialize;
+use stigmer_stack::runner::inputs::sha256_hex;
 
 use super::markers::evaluate;
 use super::tags::best_wheel;

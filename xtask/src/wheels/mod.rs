@@ -36,8 +36,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use runner_container::docker::Docker;
-use runner_container::progress::Phase;
+use stigmer_stack::docker::Docker;
+use stigmer_stack::ui::progress::Phase;
 use xshell::Shell;
 
 pub use context::installs_compilers;

@@ -95,7 +95,7 @@ pub fn local_sources(sh: &Shell, installs: &[Install], cache: &Path) -> Result<V
                     );
                 }
                 let text = fs::read_to_string(dir.join("pyproject.toml")).ok();
-                let files = runner_container::inputs::path_dependency_files(dir)?;
+                let files = stigmer_stack::runner::inputs::path_dependency_files(dir)?;
                 let compiles = has_native_sources(files.iter().filter_map(|f| f.to_str()));
                 let build =
                     BuildSystem::from_pyproject(text.as_deref(), compiles).with_context(|| {

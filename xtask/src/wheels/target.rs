@@ -13,8 +13,8 @@ use std::fs;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use runner_container::docker::{args, Docker};
 use serde::Deserialize;
+use stigmer_stack::docker::{args, Docker};
 
 use super::markers::{normalize_name, MarkerEnvironment};
 use super::tags::{Arch, TargetPlatform};

@@ -15,7 +15,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use runner_container::http;
+use stigmer_stack::http;
 
 pub const IMAGE: &str = "stigmer-agent-runner:test";
 
@@ -56,17 +56,17 @@ fn require_engine_and_image() {
 /// The Temporal CLI the stack runs, through the project's own installer (downloaded once
 /// into the shared tools directory when missing).
 pub fn temporal_cli() -> PathBuf {
-    let config = runner_container::stack::StackConfig::from_lookup(
+    let config = stigmer_stack::stack::StackConfig::from_lookup(
         |name| {
             ["STIGMER_TOOLS_DIR", "XDG_CACHE_HOME", "HOME"]
                 .contains(&name)
                 .then(|| std::env::var(name).ok())
                 .flatten()
         },
-        runner_container::paths::DataDir::at(PathBuf::from("/unused")),
+        stigmer_stack::stack::DataDir::at(PathBuf::from("/unused")),
     )
     .unwrap();
-    runner_container::temporal::binary(&config.temporal, &config.tools_dir, |_| {}).unwrap()
+    stigmer_stack::temporal::binary(&config.temporal, &config.tools_dir, |_| {}).unwrap()
 }
 
 /// One test's stack: its data directory and the environment its `stigmer` children get.
@@ -143,7 +143,7 @@ impl Stack {
     }
 
     pub fn id_file(&self) -> PathBuf {
-        self.data().join("agent-runner-container.id")
+        self.data().join("agent-stigmer-stack.id")
     }
 
     pub fn server_pid(&self) -> i32 {

@@ -1,7 +1,7 @@
 //! Test harness shared by the integration tests: a throwaway directory, a real Temporal dev
 //! server per test (the pinned Temporal CLI, fetched by the project's own installer) on free
 //! loopback ports, the real `stigmer-server` binary pointed at it, and HTTP through
-//! `runner_container::http`, the loopback client the CLI itself uses, so the tests see exactly
+//! `stigmer_stack::http`, the loopback client the CLI itself uses, so the tests see exactly
 //! what the runner and the CLI see.
 //!
 //! There is no Temporal worker here: Temporal's HTTP API does not expose task polling. A test
@@ -22,11 +22,11 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
-use runner_container::http::{self, Body, Response};
-use runner_container::paths::DataDir;
-use runner_container::stack::StackConfig;
-use runner_container::temporal::{self as stack_temporal, TemporalSettings};
 use serde_json::{json, Value};
+use stigmer_stack::http::{self, Body, Response};
+use stigmer_stack::stack::DataDir;
+use stigmer_stack::stack::StackConfig;
+use stigmer_stack::temporal::{self as stack_temporal, TemporalSettings};
 
 /// Every HTTP call's connect and read timeout: longer than the longest long poll (30 s).
 const HTTP_TIMEOUT: Duration = Duration::from_secs(60);

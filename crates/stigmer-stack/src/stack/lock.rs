@@ -10,7 +10,7 @@ use std::os::unix::io::AsRawFd;
 
 use anyhow::{Context, Result};
 
-use crate::paths::DataDir;
+use crate::stack::DataDir;
 
 /// Held for as long as it lives.
 pub struct StackLock {

@@ -5,12 +5,12 @@
 
 use anyhow::Result;
 
+use crate::docker::engine;
 use crate::docker::Docker;
-use crate::engine;
-use crate::lifecycle;
 use crate::process::{self, StopOutcome};
+use crate::runner::lifecycle;
 use crate::stack::StackConfig;
-use crate::{server_process, temporal};
+use crate::{server, temporal};
 
 /// What became of the runner container.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -44,7 +44,7 @@ impl std::fmt::Display for DownReport {
             RunnerStop::Stopped { id } => writeln!(
                 f,
                 "✓ stopped and removed the agent-runner container ({})",
-                crate::ids::short(id)
+                crate::docker::short_id(id)
             )?,
             RunnerStop::NotRunning => writeln!(f, "ℹ the agent-runner container was not running")?,
             RunnerStop::EngineUnavailable => writeln!(
@@ -101,8 +101,8 @@ pub fn down(config: &StackConfig, docker: &Docker) -> Result<DownReport> {
     };
     let server = process::stop(
         &data_dir.server_pid_file(),
-        server_process::COMPONENT,
-        server_process::STOP_GRACE,
+        server::COMPONENT,
+        server::STOP_GRACE,
     )?;
     let temporal = if config.temporal.is_managed() {
         Some(process::stop(

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::paths::DataDir;
 use crate::process::{ProcessSpec, ProcessStatus};
+use crate::stack::DataDir;
 use crate::tools::{self, TEMPORAL_CLI};
 
 pub const COMPONENT: &str = "temporal";

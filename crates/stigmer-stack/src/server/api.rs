@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::http::{self, Body, Response};
-use crate::server_process;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
@@ -48,7 +47,7 @@ pub struct Api {
 impl Api {
     pub fn new(port: u16) -> Api {
         Api {
-            addr: server_process::address(port),
+            addr: super::address(port),
         }
     }
 

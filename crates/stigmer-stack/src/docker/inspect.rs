@@ -8,8 +8,8 @@ use serde::Deserialize;
 
 use std::path::Path;
 
-use crate::paths::DataDir;
-use crate::spec::{CONFIG_LABEL, DATA_DIR_LABEL, MANAGED_LABEL};
+use crate::runner::spec::{CONFIG_LABEL, DATA_DIR_LABEL, MANAGED_LABEL};
+use crate::stack::DataDir;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -63,7 +63,7 @@ impl Container {
     /// recorded carries no label and counts as this engine's (it is on it).
     pub fn created_on(&self, engine: &str) -> bool {
         self.labels
-            .get(crate::spec::ENGINE_LABEL)
+            .get(crate::runner::spec::ENGINE_LABEL)
             .is_none_or(|label| label == engine)
     }
 
@@ -219,10 +219,10 @@ pub fn parse_images(json: &str) -> Result<Vec<Image>> {
 mod tests {
     use super::*;
 
-    const RUNNING: &str = include_str!("../tests/fixtures/inspect-running-healthy.json");
-    const EXITED: &str = include_str!("../tests/fixtures/inspect-exited.json");
-    const CREATED: &str = include_str!("../tests/fixtures/inspect-created.json");
-    const IMAGE: &str = include_str!("../tests/fixtures/image-inspect.json");
+    const RUNNING: &str = include_str!("../../tests/fixtures/inspect-running-healthy.json");
+    const EXITED: &str = include_str!("../../tests/fixtures/inspect-exited.json");
+    const CREATED: &str = include_str!("../../tests/fixtures/inspect-created.json");
+    const IMAGE: &str = include_str!("../../tests/fixtures/image-inspect.json");
 
     #[test]
     fn running_healthy_container_of_ours() {

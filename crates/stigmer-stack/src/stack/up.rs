@@ -8,16 +8,16 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::docker::engine::EngineInfo;
+use crate::docker::inspect::Image;
 use crate::docker::Docker;
-use crate::engine::EngineInfo;
-use crate::inspect::Image;
-use crate::lifecycle::{self, StartOutcome};
-use crate::lock::StackLock;
 use crate::process::{self, Launch, ProcessSpec, ProcessState};
-use crate::progress::Progress;
-use crate::spec::{ContainerSpec, HostUser};
+use crate::runner::lifecycle::{self, StartOutcome};
+use crate::runner::spec::{ContainerSpec, HostUser};
+use crate::stack::lock::StackLock;
 use crate::stack::StackConfig;
-use crate::{server_process, temporal};
+use crate::ui::progress::Progress;
+use crate::{server, temporal};
 
 /// How long the runner may take from `docker run` to answering its health endpoint.
 pub const RUNNER_READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -229,7 +229,7 @@ fn clean_orphans(config: &StackConfig, docker: &Docker) -> Result<Vec<String>> {
     let data_dir = &config.data_dir;
     let mut notes = Vec::new();
     for (component, pid_file) in [
-        (server_process::COMPONENT, data_dir.server_pid_file()),
+        (server::COMPONENT, data_dir.server_pid_file()),
         (temporal::COMPONENT, data_dir.temporal_pid_file()),
     ] {
         if let Some(reason) = process::remove_stale(&pid_file)? {
@@ -264,9 +264,9 @@ impl Started {
         }
         for (component, pid_file, grace, was_started) in [
             (
-                server_process::COMPONENT,
+                server::COMPONENT,
                 data_dir.server_pid_file(),
-                server_process::STOP_GRACE,
+                server::STOP_GRACE,
                 self.server,
             ),
             (

@@ -1,6 +1,9 @@
 //! stigmer-server as a managed process of the stack: the `stigmer` program itself, run as
 //! `stigmer server run` (the server is a library inside it, so users install one binary), with
-//! its PID file `daemon.pid` and its log `logs/stigmer-server.log` (see [`crate::process`]).
+//! its PID file `daemon.pid` and its log `logs/stigmer-server.log` (see [`crate::process`]);
+//! [`api`] is the client of its HTTP API.
+
+pub mod api;
 
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -8,8 +11,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::http;
-use crate::paths::DataDir;
 use crate::process::{self, ProcessSpec, ProcessStatus};
+use crate::stack::DataDir;
 
 pub const DEFAULT_SERVER_PORT: u16 = 7234;
 pub const COMPONENT: &str = "stigmer-server";

@@ -13,13 +13,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::docker::inspect::{
+    parse_containers, parse_images, Container, ContainerState, Image, RunStatus,
+};
 use crate::docker::{args, Docker};
 use crate::http;
-use crate::inspect::{parse_containers, parse_images, Container, ContainerState, Image, RunStatus};
-use crate::paths::DataDir;
-use crate::spec::{
+use crate::runner::spec::{
     ContainerSpec, HostUser, DATA_DIR_LABEL, ENGINE_LABEL, IMAGE_USER_ID, STOP_GRACE_SECONDS,
 };
+use crate::stack::DataDir;
 
 /// Looks up one container by exact name or ID.
 pub fn inspect_container(docker: &Docker, name_or_id: &str) -> Result<ContainerState> {
@@ -390,12 +392,12 @@ fn write_id_file(data_dir: &DataDir, record: &IdRecord) -> Result<()> {
     let path = data_dir.container_id_file();
     fs::create_dir_all(data_dir.root())
         .with_context(|| format!("creating {}", data_dir.root().display()))?;
-    crate::paths::write_atomically(&path, record.to_line().as_bytes())
+    crate::files::write_atomically(&path, record.to_line().as_bytes())
 }
 
 fn remove_id_file(data_dir: &DataDir) -> Result<()> {
     let path = data_dir.container_id_file();
-    crate::paths::remove_if_present(&path)
+    crate::files::remove_if_present(&path)
 }
 
 /// Polls the health endpoint until it answers, watching the container so that an exit is
@@ -408,7 +410,7 @@ pub fn wait_until_ready(
     let started = Instant::now();
     let mut last_state_check = Instant::now();
     loop {
-        crate::interrupt::check()?;
+        crate::ui::interrupt::check()?;
         if http::healthz(spec.health_port, Duration::from_millis(250)).is_ok() {
             return Ok(started.elapsed());
         }
@@ -496,7 +498,7 @@ pub fn reload(docker: &Docker, spec: &ContainerSpec, timeout: Duration) -> Resul
         .max(before.answering);
     docker.checked(&args(["kill", "--signal", "HUP", &spec.name]))?;
     loop {
-        crate::interrupt::check()?;
+        crate::ui::interrupt::check()?;
         if let Some(now) = http::healthz(spec.health_port, Duration::from_millis(250))
             .ok()
             .and_then(|health| Generations::parse(&health))
@@ -552,8 +554,8 @@ pub fn logs_args(name_or_id: &str, follow: bool, tail: Option<u32>) -> Vec<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inspect::parse_containers;
-    use crate::spec::RunnerSettings;
+    use crate::docker::inspect::parse_containers;
+    use crate::runner::spec::RunnerSettings;
     use std::path::PathBuf;
 
     fn spec() -> ContainerSpec {
@@ -569,14 +571,15 @@ mod tests {
 
     fn running(image: &str, digest: &str) -> Container {
         let mut container = parse_containers(include_str!(
-            "../tests/fixtures/inspect-running-healthy.json"
+            "../../tests/fixtures/inspect-running-healthy.json"
         ))
         .unwrap()
         .remove(0);
         container.image_id = image.to_string();
-        container
-            .labels
-            .insert(crate::spec::CONFIG_LABEL.to_string(), digest.to_string());
+        container.labels.insert(
+            crate::runner::spec::CONFIG_LABEL.to_string(),
+            digest.to_string(),
+        );
         container
     }
 

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::paths::DataDir;
-use crate::server_process::{ServerConfig, DEFAULT_SERVER_PORT};
-use crate::spec::{RunnerSettings, PASSTHROUGH_NAMES, SECRET_NAMES};
+use crate::runner::spec::{RunnerSettings, PASSTHROUGH_NAMES, SECRET_NAMES};
+use crate::server::{ServerConfig, DEFAULT_SERVER_PORT};
+use crate::stack::DataDir;
 use crate::temporal::TemporalSettings;
 use anyhow::{bail, Context, Result};
 

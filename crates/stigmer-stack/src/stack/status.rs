@@ -3,15 +3,15 @@
 
 use std::time::Duration;
 
+use crate::docker::engine;
+use crate::docker::inspect::{ContainerState, Health, RunStatus};
 use crate::docker::Docker;
-use crate::engine;
-use crate::inspect::{ContainerState, Health, RunStatus};
-use crate::lifecycle;
-use crate::server_process::{self, ServerStatus};
-use crate::spec::{DATA_DIR_LABEL, DEFAULT_IMAGE, MODE_LABEL};
+use crate::runner::lifecycle;
+use crate::runner::spec::{DATA_DIR_LABEL, DEFAULT_IMAGE, MODE_LABEL};
+use crate::server::{self, ServerStatus};
 use crate::stack::StackConfig;
 use crate::temporal::{self, TemporalStatus};
-use crate::time;
+use crate::util::time;
 
 /// The agent-runner's part of the status.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -119,7 +119,7 @@ impl std::fmt::Display for StackStatus {
                 .map(|id| format!(
                     ", container {} ({})",
                     runner.container,
-                    crate::ids::short(id)
+                    crate::docker::short_id(id)
                 ))
                 .unwrap_or_default(),
             runner
@@ -169,7 +169,7 @@ pub fn status(config: &StackConfig, docker: &Docker) -> StackStatus {
     StackStatus {
         data_dir: config.data_dir.root().display().to_string(),
         temporal: temporal::status(&config.temporal, &config.data_dir),
-        server: server_process::status(&config.data_dir, config.server_port),
+        server: server::status(&config.data_dir, config.server_port),
         agent_runner: runner_status(config, docker),
     }
 }

@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::docker::{tail_lines, Docker};
+use crate::docker::engine;
+use crate::docker::Docker;
+use crate::exec::tail_lines;
+use crate::runner::lifecycle;
 use crate::stack::StackConfig;
-use crate::{engine, lifecycle, server_process, temporal};
+use crate::{server, temporal};
 
 /// A component of the stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -55,7 +58,7 @@ pub fn log_source(
             config.temporal.frontend_address()
         ),
         Component::Temporal => file(temporal::COMPONENT),
-        Component::StigmerServer => file(server_process::COMPONENT),
+        Component::StigmerServer => file(server::COMPONENT),
         Component::AgentRunner => {
             engine::check_engine(docker)?;
             match lifecycle::find_ours(docker, data_dir, &config.runner.container_name)? {
@@ -86,7 +89,7 @@ pub fn print_file(path: &Path, follow: bool, tail: u32, out: &mut impl Write) ->
     let mut position = bytes.len() as u64;
     let mut buffer = Vec::new();
     loop {
-        crate::interrupt::check()?;
+        crate::ui::interrupt::check()?;
         std::thread::sleep(Duration::from_millis(250));
         let length = fs::metadata(path).map(|meta| meta.len()).unwrap_or(0);
         if length < position {

@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use walkdir::WalkDir;
 
-use crate::spec::hex;
+use crate::runner::spec::hex;
 
 /// The hex SHA-256 of `poetry.lock`'s bytes.
 pub const POETRY_LOCK_LABEL: &str = "dev.stigmer.poetry-lock.sha256";

@@ -8,13 +8,13 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use runner_container::docker::Docker;
-use runner_container::inspect::{ContainerState, RunStatus};
-use runner_container::lifecycle::{
+use stigmer_stack::docker::inspect::{ContainerState, RunStatus};
+use stigmer_stack::docker::Docker;
+use stigmer_stack::runner::lifecycle::{
     ensure_running, inspect_container, inspect_image, stop, wait_until_ready, StopOutcome,
 };
-use runner_container::paths::DataDir;
-use runner_container::spec::{ContainerSpec, HostUser, RunnerSettings, ENGINE_LABEL};
+use stigmer_stack::runner::spec::{ContainerSpec, HostUser, RunnerSettings, ENGINE_LABEL};
+use stigmer_stack::stack::DataDir;
 
 const IMAGE: &str = "stigmer-agent-runner:test";
 
@@ -113,13 +113,13 @@ fn a_runner_that_never_answers_is_given_up_on_with_its_logs() {
 fn bridge_networking_publishes_the_service_on_loopback_only() {
     let settings = RunnerSettings {
         health_port: 7363,
-        network: Some(runner_container::spec::Network::Bridge),
+        network: Some(stigmer_stack::runner::spec::Network::Bridge),
         ..RunnerSettings::default()
     };
     let (docker, spec, _cleanup) =
         start_test_container("stigmer-agent-runner-bridge-test", settings, |_| {});
     wait_until_ready(&docker, &spec, Duration::from_secs(30)).unwrap();
-    let health = runner_container::http::healthz(7363, Duration::from_secs(2)).unwrap();
+    let health = stigmer_stack::http::healthz(7363, Duration::from_secs(2)).unwrap();
     assert_eq!(health["status"], "ok", "{health}");
     assert_eq!(
         health["backend"]["endpoint"], "host.docker.internal:7234",

@@ -12,9 +12,8 @@ use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -179,7 +178,7 @@ pub fn runs_outdated_binary(record: &PidRecord, binary: &Path) -> bool {
 pub fn remove_stale(pid_file: &Path) -> Result<Option<String>> {
     match state(pid_file) {
         ProcessState::Stale { reason } => {
-            crate::paths::remove_if_present(pid_file)?;
+            crate::files::remove_if_present(pid_file)?;
             Ok(Some(reason))
         }
         ProcessState::Absent | ProcessState::Running { .. } => Ok(None),
@@ -322,17 +321,8 @@ pub fn launch(spec: &ProcessSpec) -> Result<Launch> {
         .open(&spec.log_file)
         .with_context(|| format!("opening {}", spec.log_file.display()))?;
     let log_offset = log.metadata().map(|meta| meta.len()).unwrap_or(0);
-    let log_for_stderr = log.try_clone().context("duplicating the log file handle")?;
-    let mut child = Command::new(&spec.program)
-        .args(&spec.args)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_for_stderr)
-        // A process group of its own: Ctrl-C in the terminal that started it must not reach a
-        // process that outlives that command.
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("starting {} ({})", spec.component, spec.program.display()))?;
+    let mut child = crate::exec::spawn_detached(&spec.program, &spec.args, log)
+        .with_context(|| format!("starting {}", spec.component))?;
     let pid = i32::try_from(child.id()).context("the PID does not fit a pid_t")?;
     let record = match proc_stat(pid) {
         Some(stat) => PidRecord {
@@ -354,7 +344,7 @@ pub fn launch(spec: &ProcessSpec) -> Result<Launch> {
         .parent()
         .context("a PID file has a directory")?;
     fs::create_dir_all(pid_dir).with_context(|| format!("creating {}", pid_dir.display()))?;
-    crate::paths::write_atomically(&spec.pid_file, record.to_line().as_bytes())?;
+    crate::files::write_atomically(&spec.pid_file, record.to_line().as_bytes())?;
     Ok(Launch::Launched(Launched {
         child,
         pid,
@@ -367,7 +357,7 @@ fn wait_until_ready(spec: &ProcessSpec, child: &mut Child, log_offset: u64) -> R
     let (port, path) = &spec.ready_probe;
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, *port));
     loop {
-        crate::interrupt::check()?;
+        crate::ui::interrupt::check()?;
         // Checked before the probe: an answer must come from our own process.
         if let Some(status) = child.try_wait().context("watching the process")? {
             bail!(
@@ -404,7 +394,7 @@ fn log_since(path: &Path, offset: u64) -> String {
     });
     match read {
         Ok(_) if text.trim().is_empty() => "(nothing)".to_string(),
-        Ok(_) => crate::docker::tail_lines(&text, 30),
+        Ok(_) => crate::exec::tail_lines(&text, 30),
         Err(err) => format!("(could not read it: {err})"),
     }
 }
@@ -427,7 +417,7 @@ pub fn stop(pid_file: &Path, component: &str, grace: Duration) -> Result<StopOut
     let record = match state(pid_file) {
         ProcessState::Absent => return Ok(StopOutcome::NotRunning { stale: None }),
         ProcessState::Stale { reason } => {
-            crate::paths::remove_if_present(pid_file)?;
+            crate::files::remove_if_present(pid_file)?;
             return Ok(StopOutcome::NotRunning {
                 stale: Some(reason),
             });
@@ -452,7 +442,7 @@ pub fn stop(pid_file: &Path, component: &str, grace: Duration) -> Result<StopOut
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    crate::paths::remove_if_present(pid_file)?;
+    crate::files::remove_if_present(pid_file)?;
     Ok(StopOutcome::Stopped {
         pid: record.pid,
         killed,

@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::docker::inspect::Image;
 use crate::docker::{args, Docker};
-use crate::inputs::{InputManifest, RebuildDecision, INPUTS_LABEL};
-use crate::inspect::Image;
-use crate::lifecycle::inspect_image;
+use crate::runner::inputs::{InputManifest, RebuildDecision, INPUTS_LABEL};
+use crate::runner::lifecycle::inspect_image;
 
 /// The environment variable naming the registry, for `cargo xtask` and the `stigmer` CLI.
 pub const REGISTRY_ENV: &str = "STIGMER_REGISTRY";
@@ -422,7 +422,7 @@ mod tests {
         // The manifest agrees but another label does not.
         let mut lock_label = labels.clone();
         lock_label.insert(
-            crate::inputs::POETRY_LOCK_LABEL.to_string(),
+            crate::runner::inputs::POETRY_LOCK_LABEL.to_string(),
             "x".to_string(),
         );
         assert_eq!(

@@ -6,7 +6,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 /// The data directory (`<stigmer home>/data`) and the files the tools keep in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,26 +78,6 @@ impl DataDir {
     /// The managed Temporal dev server's state, one SQLite file.
     pub fn temporal_database(&self) -> PathBuf {
         self.root.join("temporal.db")
-    }
-}
-
-/// Writes a file of ours through a temporary file and a rename, so that a reader (or a
-/// crash) never sees half of it.
-pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(".tmp");
-    std::fs::write(&temporary, contents)
-        .and_then(|()| std::fs::rename(&temporary, path))
-        .with_context(|| format!("writing {}", path.display()))
-}
-
-/// Removes a file of ours; one that is already gone is fine (every stop is idempotent).
-pub fn remove_if_present(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-            Err(err).with_context(|| format!("removing {}", path.display()))
-        }
-        _ => Ok(()),
     }
 }
 

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::inputs::sha256_hex;
+use crate::runner::inputs::sha256_hex;
 
 /// One platform's file of a pinned tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::paths::DataDir;
+use crate::stack::DataDir;
 
 pub const DEFAULT_IMAGE: &str = "stigmer-agent-runner:local";
 pub const DEFAULT_CONTAINER_NAME: &str = "stigmer-agent-runner";
@@ -28,7 +28,7 @@ pub const DATA_DIR_LABEL: &str = "dev.stigmer.data-dir";
 pub const MODE_LABEL: &str = "dev.stigmer.mode";
 /// Where the image keeps the runner's package; a mounted source goes there.
 pub const SOURCE_IN_CONTAINER: &str = "/app/agent_runner";
-/// The ID of the engine the container was created on (see [`crate::engine::EngineInfo::id`]).
+/// The ID of the engine the container was created on (see [`crate::docker::engine::EngineInfo::id`]).
 pub const ENGINE_LABEL: &str = "dev.stigmer.engine";
 /// The digest of everything else in the spec: a container whose label differs is outdated.
 pub const CONFIG_LABEL: &str = "dev.stigmer.config.sha256";
@@ -212,7 +212,7 @@ impl RunnerSettings {
     }
 
     /// These settings for `engine`: its ID, and the network it supports unless one was chosen.
-    pub fn for_engine(&self, engine: &crate::engine::EngineInfo) -> RunnerSettings {
+    pub fn for_engine(&self, engine: &crate::docker::engine::EngineInfo) -> RunnerSettings {
         let mut settings = self.clone();
         settings.engine_id = Some(engine.id.clone());
         settings
@@ -656,8 +656,10 @@ mod tests {
     #[test]
     fn the_engine_decides_the_network_unless_it_was_chosen() {
         let desktop =
-            crate::engine::EngineInfo::parse("d-1|28.3.2|linux|aarch64|Docker Desktop").unwrap();
-        let linux = crate::engine::EngineInfo::parse("l-1|20.10.24|linux|x86_64|Debian").unwrap();
+            crate::docker::engine::EngineInfo::parse("d-1|28.3.2|linux|aarch64|Docker Desktop")
+                .unwrap();
+        let linux =
+            crate::docker::engine::EngineInfo::parse("l-1|20.10.24|linux|x86_64|Debian").unwrap();
         let labelled = ContainerSpec::agent_runner(
             &RunnerSettings::default().for_engine(&linux),
             &DataDir::at(PathBuf::from("/d")),
