@@ -1,8 +1,11 @@
 # Familiar entry points; all logic lives in `cargo xtask` (see xtask/).
-.PHONY: dev test rebuild-runner smoke status logs stop
+.PHONY: dev watch test rebuild-runner smoke status logs stop bench
 
 dev:
 	cargo xtask dev
+
+watch:
+	cargo xtask dev --watch
 
 test:
 	cargo xtask ci
@@ -21,3 +24,6 @@ logs:
 
 stop:
 	cargo xtask stop
+
+bench:
+	cargo xtask bench
