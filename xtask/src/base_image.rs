@@ -13,8 +13,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use stigmer_stack::docker::inspect::Image;
 use stigmer_stack::docker::{args, Docker};
+use stigmer_stack::exec;
 use stigmer_stack::runner::lifecycle::inspect_image;
-use xshell::{cmd, Shell};
 
 use crate::Project;
 use stigmer_stack::ui::progress::{Phase, Progress};
@@ -78,12 +78,7 @@ pub fn candidate_references(project: &Project) -> Vec<String> {
 }
 
 /// Pulls the configured base image, or makes the stand-in when it cannot be pulled.
-pub fn obtain(
-    sh: &Shell,
-    docker: &Docker,
-    project: &Project,
-    progress: &mut Progress,
-) -> Result<BaseImage> {
+pub fn obtain(docker: &Docker, project: &Project, progress: &mut Progress) -> Result<BaseImage> {
     if let Some(registry) = &project.registry {
         if let Some(base) = crate::publish::pull_base(docker, registry, project, progress)? {
             return Ok(base);
@@ -115,7 +110,7 @@ pub fn obtain(
     }
     progress.note(&format!("{reference} cannot be pulled here: making {MADE_BASE} from Debian's packages (once; later runs reuse it)"));
     progress.phase(&format!("Making {MADE_BASE}"), |phase| {
-        make(sh, docker, project, phase)
+        make(docker, project, phase)
     })?;
     let image =
         inspect_image(docker, MADE_BASE)?.context("the base image just made is not there")?;
@@ -126,8 +121,8 @@ pub fn obtain(
 }
 
 /// Builds the root file system with mmdebstrap into a tarball, then `docker import`s it.
-fn make(sh: &Shell, docker: &Docker, project: &Project, phase: &Phase) -> Result<()> {
-    ensure_mmdebstrap(sh, phase)?;
+fn make(docker: &Docker, project: &Project, phase: &Phase) -> Result<()> {
+    ensure_mmdebstrap(phase)?;
     let work = project.cache_dir().join("base-image");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let tarball = work.join("rootfs.tar");
@@ -151,7 +146,7 @@ fn build_tarball(tarball: &Path, phase: &Phase) -> Result<()> {
         tarball.display().to_string(),
     ];
     mmdebstrap.extend(SOURCES.map(String::from));
-    stigmer_stack::exec::stream("mmdebstrap", &mmdebstrap, &[], |line| phase.line(line))
+    exec::stream("mmdebstrap", &mmdebstrap, &[], |line| phase.line(line))
         .context("making the base file system with mmdebstrap")
 }
 
@@ -174,18 +169,11 @@ fn import(docker: &Docker, tarball: &Path, phase: &Phase) -> Result<()> {
 }
 
 /// mmdebstrap comes from Debian's packages; root installs it, anyone else is told how.
-fn ensure_mmdebstrap(sh: &Shell, phase: &Phase) -> Result<()> {
-    if cmd!(sh, "mmdebstrap --version")
-        .quiet()
-        .ignore_stdout()
-        .ignore_stderr()
-        .run()
-        .is_ok()
-    {
+fn ensure_mmdebstrap(phase: &Phase) -> Result<()> {
+    if exec::succeeds("mmdebstrap", &["--version"]) {
         return Ok(());
     }
     crate::apt::install(
-        sh,
         &["mmdebstrap"],
         &format!(
             "making the base image (or a {DEFAULT_BASE} made available to docker with `docker pull` or `docker load`)"

@@ -19,7 +19,6 @@ use stigmer_stack::runner::inputs::{
     SOURCE_INPUT,
 };
 use stigmer_stack::runner::lifecycle::inspect_image;
-use xshell::Shell;
 
 use crate::base_image::{self, BaseImage};
 use crate::builder::{self, BuildNetwork, BuildRequest};
@@ -69,18 +68,13 @@ pub fn build_args(base: &BaseImage) -> BTreeMap<String, String> {
 }
 
 /// Decides whether the image must be built, obtaining the base image first if needed.
-pub fn plan(
-    sh: &Shell,
-    docker: &Docker,
-    project: &Project,
-    progress: &mut Progress,
-) -> Result<Plan> {
+pub fn plan(docker: &Docker, project: &Project, progress: &mut Progress) -> Result<Plan> {
     let started = Instant::now();
     let present = present_images(docker, project)?;
     let inspect_time = started.elapsed();
     let base = match base_image::find_present(project, &present) {
         Some(base) => base,
-        None => base_image::obtain(sh, docker, project, progress)?,
+        None => base_image::obtain(docker, project, progress)?,
     };
     let mut plan = decide(project, base, present)?;
     plan.decision_time += inspect_time;
@@ -171,7 +165,6 @@ pub fn path_dependencies(
 /// Builds the image from `plan`'s inputs and labels it with them, with the builder the engine
 /// offers (see [`builder`]), decided here once per build and named in the output.
 pub fn build(
-    sh: &Shell,
     docker: &Docker,
     project: &Project,
     engine: &EngineInfo,
@@ -181,7 +174,6 @@ pub fn build(
 ) -> Result<Image> {
     progress.phase("Preparing locked wheels", |phase| {
         wheels::prepare(
-            sh,
             docker,
             &project.cache_dir(),
             &project.runner_dir,
@@ -284,17 +276,16 @@ pub struct RebuildRunner {
 }
 
 impl RebuildRunner {
-    pub fn run(self, sh: &Shell, project: &Project) -> Result<()> {
+    pub fn run(self, project: &Project) -> Result<()> {
         let docker = crate::docker()?;
         let mut progress = Progress::new();
         let engine = progress.phase("Checking Docker", |_| check_engine(&docker))?;
-        let plan = plan(sh, &docker, project, &mut progress)?;
+        let plan = plan(&docker, project, &mut progress)?;
         progress.note(&format!(
             "forced rebuild; the inputs say: {}",
             plan.reason(project)
         ));
         let image = build(
-            sh,
             &docker,
             project,
             &engine,

@@ -19,7 +19,6 @@ use stigmer_stack::runner::spec::TASK_QUEUE;
 use stigmer_stack::server::api::Api;
 use stigmer_stack::temporal;
 use stigmer_stack::ui::progress::{seconds, Progress};
-use xshell::Shell;
 
 use crate::{import_check, Project};
 
@@ -348,7 +347,7 @@ pub fn forget_checked(project: &Project) -> Result<()> {
 pub struct Smoke {}
 
 impl Smoke {
-    pub fn run(self, _sh: &Shell, project: &Project) -> Result<()> {
+    pub fn run(self, project: &Project) -> Result<()> {
         let docker = crate::docker()?;
         let mut progress = Progress::new();
         progress.phase("Checking Docker", |_| check_engine(&docker))?;
