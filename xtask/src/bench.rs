@@ -328,7 +328,7 @@ impl Session {
         progress.note(&format!(
             "base image {} ({}) from {}",
             base.reference,
-            image::short_id(&base.id),
+            stigmer_stack::docker::short_id(&base.id),
             configured.reference
         ));
         progress.phase("Preparing locked wheels", |phase| {

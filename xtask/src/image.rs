@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use stigmer_stack::docker::engine::{check_engine, EngineInfo};
 use stigmer_stack::docker::inspect::{parse_images, Image};
-use stigmer_stack::docker::{args, Docker};
+use stigmer_stack::docker::{args, short_id, Docker};
 use stigmer_stack::runner::inputs::{
     InputManifest, RebuildDecision, SourceTree, INPUTS_LABEL, MANIFEST_LABEL, POETRY_LOCK_LABEL,
     SOURCE_INPUT,
@@ -67,15 +67,13 @@ pub fn build_args(base: &BaseImage) -> BTreeMap<String, String> {
     BTreeMap::from([("BASE_IMAGE".to_string(), base.reference.clone())])
 }
 
-/// Decides whether the image must be built, obtaining the base image first if needed.
+/// Decides whether the image must be built: what the engine has (one inspect), the base
+/// image ([`base_image::choose`], which pulls or makes it when absent), then the decision.
 pub fn plan(docker: &Docker, project: &Project, progress: &mut Progress) -> Result<Plan> {
     let started = Instant::now();
     let present = present_images(docker, project)?;
     let inspect_time = started.elapsed();
-    let base = match base_image::find_present(project, &present) {
-        Some(base) => base,
-        None => base_image::obtain(docker, project, progress)?,
-    };
+    let base = base_image::choose(docker, project, &present, progress)?;
     let mut plan = decide(project, base, present)?;
     plan.decision_time += inspect_time;
     Ok(plan)
@@ -304,11 +302,6 @@ impl RebuildRunner {
         );
         Ok(())
     }
-}
-
-pub fn short_id(id: &str) -> &str {
-    let id = id.strip_prefix("sha256:").unwrap_or(id);
-    &id[..id.len().min(12)]
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! `cargo xtask publish-runner`, and the other side of it in `cargo xtask dev`: pulling the
-//! working tree's image (and the base image it was built on) from the registry instead of
-//! building it.
+//! working tree's image from the registry instead of building it (the base image it was built
+//! on is pulled where every base image is chosen, in [`crate::base_image`]).
 //!
 //! Publishing pushes the base image under its own name in the registry, then the agent-runner
 //! image under two tags: the digest of its inputs, which `dev` asks for, and the project's
@@ -16,15 +16,14 @@ use anyhow::{Context, Result};
 use clap::Args;
 use stigmer_stack::docker::engine::check_engine;
 use stigmer_stack::docker::inspect::Image;
-use stigmer_stack::docker::registry::{self, InputsPull, Pulled, Registry};
-use stigmer_stack::docker::Docker;
+use stigmer_stack::docker::registry::{self, InputsPull};
+use stigmer_stack::docker::{short_id, Docker};
 use stigmer_stack::exec;
 use stigmer_stack::runner::lifecycle::inspect_image;
 use stigmer_stack::ui::progress::{seconds, Progress};
 
-use crate::base_image::{self, BaseImage};
 use crate::config::FileConfig;
-use crate::image::{self, short_id, Plan};
+use crate::image::{self, Plan};
 use crate::Project;
 
 /// The `org.opencontainers.image.source` label when stigmer.toml does not name one.
@@ -211,38 +210,4 @@ pub fn pull_instead_of_building(
             Ok(None)
         }
     }
-}
-
-/// For a machine without the base image: the registry's copy, so that it resolves the same
-/// base image ID (and so the same inputs digest) as the machine that published.
-pub fn pull_base(
-    docker: &Docker,
-    registry: &Registry,
-    project: &Project,
-    progress: &Progress,
-) -> Result<Option<BaseImage>> {
-    let mut reasons = Vec::new();
-    for reference in base_image::candidate_references(project) {
-        let Some(mirror) = registry.mirror_reference(&reference) else {
-            continue;
-        };
-        match registry::pull(docker, &mirror)? {
-            Pulled::Image(image) => {
-                registry::adopt(docker, &mirror, &reference)?;
-                progress.note(&format!("pulled the base image {reference} from {mirror}"));
-                return Ok(Some(BaseImage {
-                    reference,
-                    id: image.id,
-                }));
-            }
-            Pulled::Failed(reason) => reasons.push(format!("{mirror}: {reason}")),
-        }
-    }
-    if !reasons.is_empty() {
-        progress.note(&format!(
-            "registry has no base image ({}): obtaining it without the registry",
-            reasons.join("; ")
-        ));
-    }
-    Ok(None)
 }

@@ -12,11 +12,10 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
-use stigmer_stack::docker::{args, Docker};
+use stigmer_stack::docker::{args, short_id, Docker};
 use stigmer_stack::runner::inputs::{InputManifest, BASE_IMAGE_INPUT};
 use stigmer_stack::runner::lifecycle::inspect_image;
 
-use crate::image::short_id;
 use crate::Project;
 
 /// How many distributions the breakdown names.
