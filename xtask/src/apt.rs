@@ -3,9 +3,11 @@
 //! rule everywhere: as root with `apt-get`; otherwise through `sudo -n` when sudo works without
 //! a password (hosted CI runners); otherwise an error that names the command to run.
 
+use std::path::Path;
+
 use anyhow::{bail, Context, Result};
+use stigmer_stack::exec;
 use stigmer_stack::ui::progress::Phase;
-use xshell::{cmd, Shell};
 
 /// How packages can be installed here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,17 +20,11 @@ pub enum Privilege {
 
 impl Privilege {
     /// Asks the system once: the user, then sudo.
-    pub fn probe(sh: &Shell) -> Privilege {
+    pub fn probe() -> Privilege {
         if stigmer_stack::runner::spec::HostUser::current().uid == 0 {
             return Privilege::Root;
         }
-        let sudo = cmd!(sh, "sudo -n true")
-            .quiet()
-            .ignore_stdout()
-            .ignore_stderr()
-            .run()
-            .is_ok();
-        if sudo {
+        if exec::succeeds("sudo", &["-n", "true"]) {
             Privilege::PasswordlessSudo
         } else {
             Privilege::None
@@ -55,8 +51,8 @@ pub fn command(privilege: Privilege, args: &[&str]) -> Option<Vec<String>> {
 }
 
 /// Installs `packages`, `needed_for` saying why in the error when it cannot be done.
-pub fn install(sh: &Shell, packages: &[&str], needed_for: &str, phase: &Phase) -> Result<()> {
-    let privilege = Privilege::probe(sh);
+pub fn install(packages: &[&str], needed_for: &str, phase: &Phase) -> Result<()> {
+    let privilege = Privilege::probe();
     let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
     install.extend(packages);
     let (Some(update), Some(install)) = (
@@ -72,9 +68,9 @@ pub fn install(sh: &Shell, packages: &[&str], needed_for: &str, phase: &Phase) -
     phase.line(&format!("installing {} with apt-get", packages.join(" ")));
     for argv in [update, install] {
         let (program, args) = argv.split_first().context("a command has a program")?;
-        cmd!(sh, "{program} {args...}")
-            .quiet()
-            .run()
+        // apt-get reads no file of ours, so any directory serves; `/` always exists. Its
+        // output is shown as it comes: a slow mirror is visible.
+        exec::run(program, args, Path::new("/"), &[])
             .with_context(|| format!("running `{}`", argv.join(" ")))?;
     }
     Ok(())

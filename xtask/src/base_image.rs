@@ -1,6 +1,8 @@
-//! The base image the Dockerfile starts from: the configured one (`python:3.11-slim` by
-//! default) when the engine has it or can pull it, otherwise an equivalent made here from
-//! Debian's packages.
+//! The base image the Dockerfile starts from, chosen here and nowhere else ([`choose`]): the
+//! configured one (`python:3.11-slim` by default) or the stand-in made earlier when the engine
+//! has it; else the registry's copy, when a registry is configured (so every machine resolves
+//! the same base image ID, hence the same inputs digest); else the configured one pulled from
+//! its own registry; else an equivalent made here from Debian's packages.
 //!
 //! Machines without a registry still reach Debian's archive, so `mmdebstrap` builds a
 //! bookworm root file system with Debian's Python 3.11 and `docker import` turns it into an
@@ -12,9 +14,10 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use stigmer_stack::docker::inspect::Image;
+use stigmer_stack::docker::registry::{self, Pulled, Registry};
 use stigmer_stack::docker::{args, Docker};
+use stigmer_stack::exec;
 use stigmer_stack::runner::lifecycle::inspect_image;
-use xshell::{cmd, Shell};
 
 use crate::Project;
 use stigmer_stack::ui::progress::{Phase, Progress};
@@ -77,15 +80,25 @@ pub fn candidate_references(project: &Project) -> Vec<String> {
     references
 }
 
-/// Pulls the configured base image, or makes the stand-in when it cannot be pulled.
-pub fn obtain(
-    sh: &Shell,
+/// The base image a build uses: one of the [`candidate_references`] among the images the
+/// engine has (`present`, from the caller's single inspect), else [`obtain`]ed.
+pub fn choose(
     docker: &Docker,
     project: &Project,
+    present: &[Image],
     progress: &mut Progress,
 ) -> Result<BaseImage> {
+    match find_present(project, present) {
+        Some(base) => Ok(base),
+        None => obtain(docker, project, progress),
+    }
+}
+
+/// The base image when the engine has none: the registry's copy, else the configured one
+/// pulled, else the stand-in made from Debian's packages.
+pub fn obtain(docker: &Docker, project: &Project, progress: &mut Progress) -> Result<BaseImage> {
     if let Some(registry) = &project.registry {
-        if let Some(base) = crate::publish::pull_base(docker, registry, project, progress)? {
+        if let Some(base) = pull_from_registry(docker, registry, project, progress)? {
             return Ok(base);
         }
     }
@@ -115,7 +128,7 @@ pub fn obtain(
     }
     progress.note(&format!("{reference} cannot be pulled here: making {MADE_BASE} from Debian's packages (once; later runs reuse it)"));
     progress.phase(&format!("Making {MADE_BASE}"), |phase| {
-        make(sh, docker, project, phase)
+        make(docker, project, phase)
     })?;
     let image =
         inspect_image(docker, MADE_BASE)?.context("the base image just made is not there")?;
@@ -125,9 +138,44 @@ pub fn obtain(
     })
 }
 
+/// For a machine without the base image: the registry's copy, so that it resolves the same
+/// base image ID (and so the same inputs digest) as the machine that published
+/// (`cargo xtask publish-runner` pushes it under [`Registry::mirror_reference`]).
+fn pull_from_registry(
+    docker: &Docker,
+    registry: &Registry,
+    project: &Project,
+    progress: &Progress,
+) -> Result<Option<BaseImage>> {
+    let mut reasons = Vec::new();
+    for reference in candidate_references(project) {
+        let Some(mirror) = registry.mirror_reference(&reference) else {
+            continue;
+        };
+        match registry::pull(docker, &mirror)? {
+            Pulled::Image(image) => {
+                registry::adopt(docker, &mirror, &reference)?;
+                progress.note(&format!("pulled the base image {reference} from {mirror}"));
+                return Ok(Some(BaseImage {
+                    reference,
+                    id: image.id,
+                }));
+            }
+            Pulled::Failed(reason) => reasons.push(format!("{mirror}: {reason}")),
+        }
+    }
+    if !reasons.is_empty() {
+        progress.note(&format!(
+            "registry has no base image ({}): obtaining it without the registry",
+            reasons.join("; ")
+        ));
+    }
+    Ok(None)
+}
+
 /// Builds the root file system with mmdebstrap into a tarball, then `docker import`s it.
-fn make(sh: &Shell, docker: &Docker, project: &Project, phase: &Phase) -> Result<()> {
-    ensure_mmdebstrap(sh, phase)?;
+fn make(docker: &Docker, project: &Project, phase: &Phase) -> Result<()> {
+    ensure_mmdebstrap(phase)?;
     let work = project.cache_dir().join("base-image");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let tarball = work.join("rootfs.tar");
@@ -151,7 +199,7 @@ fn build_tarball(tarball: &Path, phase: &Phase) -> Result<()> {
         tarball.display().to_string(),
     ];
     mmdebstrap.extend(SOURCES.map(String::from));
-    stigmer_stack::exec::stream("mmdebstrap", &mmdebstrap, &[], |line| phase.line(line))
+    exec::stream("mmdebstrap", &mmdebstrap, &[], |line| phase.line(line))
         .context("making the base file system with mmdebstrap")
 }
 
@@ -174,18 +222,11 @@ fn import(docker: &Docker, tarball: &Path, phase: &Phase) -> Result<()> {
 }
 
 /// mmdebstrap comes from Debian's packages; root installs it, anyone else is told how.
-fn ensure_mmdebstrap(sh: &Shell, phase: &Phase) -> Result<()> {
-    if cmd!(sh, "mmdebstrap --version")
-        .quiet()
-        .ignore_stdout()
-        .ignore_stderr()
-        .run()
-        .is_ok()
-    {
+fn ensure_mmdebstrap(phase: &Phase) -> Result<()> {
+    if exec::succeeds("mmdebstrap", &["--version"]) {
         return Ok(());
     }
     crate::apt::install(
-        sh,
         &["mmdebstrap"],
         &format!(
             "making the base image (or a {DEFAULT_BASE} made available to docker with `docker pull` or `docker load`)"

@@ -32,7 +32,6 @@ use stigmer_stack::server::api::Api;
 use stigmer_stack::server::{self, ServerConfig};
 use stigmer_stack::stack::DataDir;
 use stigmer_stack::ui::progress::{Phase, Progress};
-use xshell::{cmd, Shell};
 
 use crate::base_image::{self, BaseImage};
 use crate::{image, wheels, Project};
@@ -67,7 +66,7 @@ pub struct Bench {
 }
 
 impl Bench {
-    pub fn run(self, sh: &Shell, project: &Project) -> Result<()> {
+    pub fn run(self, project: &Project) -> Result<()> {
         let runs = self.runs.unwrap_or(if self.quick { 3 } else { 5 }).max(1);
         let mut progress = Progress::new();
         let docker = crate::docker()?;
@@ -81,19 +80,20 @@ impl Bench {
         let compose = if self.correctness_only {
             None
         } else {
-            let compose =
-                progress.phase("Finding docker-compose", |phase| find_compose(sh, phase))?;
+            let compose = progress.phase("Finding docker-compose", |phase| {
+                find_compose(&project.root, phase)
+            })?;
             report.machine.compose = compose.version.clone();
             Some(compose)
         };
         let mut session = Session::new(docker, project, runs, compose, self.correctness_only)?;
         let result = session
-            .set_up(sh, project, &engine, &mut progress)
+            .set_up(project, &engine, &mut progress)
             .and_then(|()| {
                 if self.correctness_only {
                     session.correctness(&mut report, &mut progress)
                 } else {
-                    session.everything(sh, project, &mut report, &mut progress)
+                    session.everything(project, &mut report, &mut progress)
                 }
             });
         report.machine.other_containers.1 = other_containers(&session.docker);
@@ -310,7 +310,6 @@ impl Session {
     /// both servers.
     fn set_up(
         &mut self,
-        sh: &Shell,
         project: &Project,
         engine: &EngineInfo,
         progress: &mut Progress,
@@ -321,7 +320,7 @@ impl Session {
         let present = image::present_images(&self.docker, project)?;
         let configured = match base_image::find_present(project, &present) {
             Some(base) => base,
-            None => base_image::obtain(sh, &self.docker, project, progress)?,
+            None => base_image::obtain(&self.docker, project, progress)?,
         };
         let base = progress.phase("Making the benchmark's own base image", |phase| {
             self.make_base(&configured, phase)
@@ -329,12 +328,11 @@ impl Session {
         progress.note(&format!(
             "base image {} ({}) from {}",
             base.reference,
-            image::short_id(&base.id),
+            stigmer_stack::docker::short_id(&base.id),
             configured.reference
         ));
         progress.phase("Preparing locked wheels", |phase| {
             wheels::prepare(
-                sh,
                 &self.docker,
                 &project.cache_dir(),
                 &self.runner_dir,
@@ -345,11 +343,13 @@ impl Session {
         })?;
         self.base = Some(base);
         progress.phase("Building stigmer", |_| {
-            let _dir = sh.push_dir(&project.root);
-            cmd!(sh, "cargo build --quiet --package stigmer")
-                .quiet()
-                .run()
-                .context("building the stigmer program")
+            stigmer_stack::exec::run(
+                "cargo",
+                &["build", "--quiet", "--package", "stigmer"],
+                &project.root,
+                &[],
+            )
+            .context("building the stigmer program")
         })?;
         let program = project.stigmer_program()?;
         let mut stacks = vec![&self.ours];
@@ -550,7 +550,6 @@ impl Session {
 
     fn everything(
         &mut self,
-        sh: &Shell,
         project: &Project,
         report: &mut Report,
         progress: &mut Progress,
@@ -578,7 +577,7 @@ impl Session {
                 decision::scaling(&runner_dir, &scratch, runs, phase)
             })?;
         let _ = fs::remove_dir_all(&scratch);
-        self.floors(sh, project, report, progress)?;
+        self.floors(project, report, progress)?;
         report.notes = notes(self);
         Ok(())
     }
@@ -946,7 +945,6 @@ impl Session {
 
     fn floors(
         &self,
-        sh: &Shell,
         project: &Project,
         report: &mut Report,
         progress: &mut Progress,
@@ -1040,7 +1038,6 @@ impl Session {
         ];
         let mut floors = Vec::new();
         progress.phase("Floors", |phase| {
-            let _dir = sh.push_dir(&project.root);
             for (what, argv, runs) in steps {
                 let mut samples = Vec::new();
                 for _ in 0..runs {
@@ -1505,23 +1502,17 @@ fn other_containers(docker: &Docker) -> usize {
 }
 
 /// Debian's `docker-compose` package, installed when missing and we are root.
-fn find_compose(sh: &Shell, phase: &Phase) -> Result<Compose> {
-    let version = |sh: &Shell| {
-        cmd!(sh, "docker-compose version --short")
-            .quiet()
-            .ignore_stderr()
-            .read()
-            .ok()
-    };
-    if version(sh).is_none() {
+fn find_compose(root: &Path, phase: &Phase) -> Result<Compose> {
+    let version =
+        || stigmer_stack::exec::read("docker-compose", &["version", "--short"], root).ok();
+    if version().is_none() {
         crate::apt::install(
-            sh,
             &["docker-compose"],
             "the benchmark's Compose v1 side",
             phase,
         )?;
     }
-    let short = version(sh).context("docker-compose does not run")?;
+    let short = version().context("docker-compose does not run")?;
     Ok(Compose {
         program: "docker-compose".to_string(),
         version: format!("docker-compose {}", short.trim()),

@@ -15,12 +15,12 @@ use stigmer_stack::docker::engine::{check_engine, EngineInfo};
 use stigmer_stack::docker::inspect::Image;
 use stigmer_stack::docker::short_id;
 use stigmer_stack::docker::Docker;
+use stigmer_stack::exec;
 use stigmer_stack::runner::lifecycle::{self, Reloaded, StartOutcome};
 use stigmer_stack::server;
 use stigmer_stack::stack::StackLock;
 use stigmer_stack::stack::{self, UpReport, UpRequest};
 use stigmer_stack::ui::progress::{seconds, Progress};
-use xshell::{cmd, Shell};
 
 use crate::image;
 use crate::{publish, smoke, watch, Project};
@@ -81,7 +81,7 @@ pub struct DevOutcome {
 }
 
 impl Dev {
-    pub fn run(self, sh: &Shell, project: &Project) -> Result<()> {
+    pub fn run(self, project: &Project) -> Result<()> {
         let project = if self.image {
             project.clone()
         } else {
@@ -95,7 +95,7 @@ impl Dev {
             let lock = StackLock::acquire(&project.stack.data_dir, "cargo xtask dev", |holder| {
                 progress.note(&format!("waiting for {holder} to finish with this stack"));
             })?;
-            bring_up(sh, &docker, &engine, &project, &lock, &mut progress)?
+            bring_up(&docker, &engine, &project, &lock, &mut progress)?
         };
         progress.summary();
         let mode = if self.image {
@@ -142,7 +142,7 @@ impl Dev {
             project.stack.runner.health_url()
         );
         if self.watch {
-            return watch::run(sh, &docker, &engine, &project, outcome, self.json);
+            return watch::run(&docker, &engine, &project, outcome, self.json);
         }
         Ok(())
     }
@@ -151,14 +151,13 @@ impl Dev {
 /// Decides, builds or pulls the image, brings the stack up, reloads a runner whose mounted
 /// source changed, and runs the smoke checks when anything changed. The caller holds the lock.
 pub fn bring_up(
-    sh: &Shell,
     docker: &Docker,
     engine: &EngineInfo,
     project: &Project,
     lock: &StackLock,
     progress: &mut Progress,
 ) -> Result<DevOutcome> {
-    let plan = image::plan(sh, docker, project, progress)?;
+    let plan = image::plan(docker, project, progress)?;
     let decision = plan.reason(project);
     eprintln!(
         "agent-runner image: {decision} (decided in {})",
@@ -171,11 +170,11 @@ pub fn bring_up(
             Some(pulled) => pulled,
             None => {
                 built = true;
-                image::build(sh, docker, project, engine, &plan, false, progress)?
+                image::build(docker, project, engine, &plan, false, progress)?
             }
         },
     };
-    progress.phase("Building stigmer", |_| build_binaries(sh, project))?;
+    progress.phase("Building stigmer", |_| build_binaries(project))?;
     // The in-image checks need only the running container: they overlap the service's start.
     let image_checks = std::cell::OnceCell::new();
     let request = UpRequest {
@@ -261,19 +260,21 @@ pub fn record_loaded_source(project: &Project, container: &str, digest: &str) ->
 
 /// The server and the CLI come from this checkout; cargo decides whether they are current
 /// (asked only when a source is newer than its last answer: see [`binaries_fresh`]).
-fn build_binaries(sh: &Shell, project: &Project) -> Result<()> {
+fn build_binaries(project: &Project) -> Result<()> {
     if binaries_fresh(project) {
         return Ok(());
     }
-    let _dir = sh.push_dir(&project.root);
     // Taken before the build, so a source saved while cargo runs is newer than the stamp.
     let stamp = binaries_stamp(project);
     let _ = std::fs::remove_file(&stamp);
     let started = std::time::SystemTime::now();
-    cmd!(sh, "cargo build --quiet --package stigmer")
-        .quiet()
-        .run()
-        .context("building the stigmer program (CLI and embedded server)")?;
+    exec::run(
+        "cargo",
+        &["build", "--quiet", "--package", "stigmer"],
+        &project.root,
+        &[],
+    )
+    .context("building the stigmer program (CLI and embedded server)")?;
     // Only a cache: without it cargo is simply asked next time.
     let _ = std::fs::create_dir_all(project.cache_dir())
         .and_then(|()| std::fs::File::create(&stamp).and_then(|file| file.set_modified(started)));

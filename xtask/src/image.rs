@@ -13,13 +13,12 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use stigmer_stack::docker::engine::{check_engine, EngineInfo};
 use stigmer_stack::docker::inspect::{parse_images, Image};
-use stigmer_stack::docker::{args, Docker};
+use stigmer_stack::docker::{args, short_id, Docker};
 use stigmer_stack::runner::inputs::{
     InputManifest, RebuildDecision, SourceTree, INPUTS_LABEL, MANIFEST_LABEL, POETRY_LOCK_LABEL,
     SOURCE_INPUT,
 };
 use stigmer_stack::runner::lifecycle::inspect_image;
-use xshell::Shell;
 
 use crate::base_image::{self, BaseImage};
 use crate::builder::{self, BuildNetwork, BuildRequest};
@@ -68,20 +67,13 @@ pub fn build_args(base: &BaseImage) -> BTreeMap<String, String> {
     BTreeMap::from([("BASE_IMAGE".to_string(), base.reference.clone())])
 }
 
-/// Decides whether the image must be built, obtaining the base image first if needed.
-pub fn plan(
-    sh: &Shell,
-    docker: &Docker,
-    project: &Project,
-    progress: &mut Progress,
-) -> Result<Plan> {
+/// Decides whether the image must be built: what the engine has (one inspect), the base
+/// image ([`base_image::choose`], which pulls or makes it when absent), then the decision.
+pub fn plan(docker: &Docker, project: &Project, progress: &mut Progress) -> Result<Plan> {
     let started = Instant::now();
     let present = present_images(docker, project)?;
     let inspect_time = started.elapsed();
-    let base = match base_image::find_present(project, &present) {
-        Some(base) => base,
-        None => base_image::obtain(sh, docker, project, progress)?,
-    };
+    let base = base_image::choose(docker, project, &present, progress)?;
     let mut plan = decide(project, base, present)?;
     plan.decision_time += inspect_time;
     Ok(plan)
@@ -171,7 +163,6 @@ pub fn path_dependencies(
 /// Builds the image from `plan`'s inputs and labels it with them, with the builder the engine
 /// offers (see [`builder`]), decided here once per build and named in the output.
 pub fn build(
-    sh: &Shell,
     docker: &Docker,
     project: &Project,
     engine: &EngineInfo,
@@ -181,7 +172,6 @@ pub fn build(
 ) -> Result<Image> {
     progress.phase("Preparing locked wheels", |phase| {
         wheels::prepare(
-            sh,
             docker,
             &project.cache_dir(),
             &project.runner_dir,
@@ -284,17 +274,16 @@ pub struct RebuildRunner {
 }
 
 impl RebuildRunner {
-    pub fn run(self, sh: &Shell, project: &Project) -> Result<()> {
+    pub fn run(self, project: &Project) -> Result<()> {
         let docker = crate::docker()?;
         let mut progress = Progress::new();
         let engine = progress.phase("Checking Docker", |_| check_engine(&docker))?;
-        let plan = plan(sh, &docker, project, &mut progress)?;
+        let plan = plan(&docker, project, &mut progress)?;
         progress.note(&format!(
             "forced rebuild; the inputs say: {}",
             plan.reason(project)
         ));
         let image = build(
-            sh,
             &docker,
             project,
             &engine,
@@ -313,11 +302,6 @@ impl RebuildRunner {
         );
         Ok(())
     }
-}
-
-pub fn short_id(id: &str) -> &str {
-    let id = id.strip_prefix("sha256:").unwrap_or(id);
-    &id[..id.len().min(12)]
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@ use anyhow::Result;
 use clap::Args;
 use stigmer_stack::runner::lifecycle::logs_args;
 use stigmer_stack::stack::{self, Component, LogSource};
-use xshell::Shell;
 
 use crate::Project;
 
@@ -23,7 +22,7 @@ pub struct Logs {
 }
 
 impl Logs {
-    pub fn run(self, _sh: &Shell, project: &Project) -> Result<()> {
+    pub fn run(self, project: &Project) -> Result<()> {
         let docker = crate::docker()?;
         match stack::log_source(&project.stack, &docker, self.component)? {
             LogSource::File(path) => {

@@ -31,7 +31,6 @@ use stigmer_stack::docker::Docker;
 use stigmer_stack::runner::spec::{ContainerSpec, HostUser};
 use stigmer_stack::stack::StackConfig;
 use stigmer_stack::ui::interrupt;
-use xshell::Shell;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "The Stigmer dev loop", version)]
@@ -164,19 +163,18 @@ fn main() {
 fn run() -> Result<()> {
     let cli = Cli::parse();
     interrupt::install()?;
-    let sh = Shell::new().context("creating a shell")?;
     let project = Project::gather(cli.runner_dir, cli.registry)?;
     match cli.command {
-        Command::Dev(cmd) => cmd.run(&sh, &project),
-        Command::RebuildRunner(cmd) => cmd.run(&sh, &project),
-        Command::Smoke(cmd) => cmd.run(&sh, &project),
-        Command::Status(cmd) => cmd.run(&sh, &project),
-        Command::Logs(cmd) => cmd.run(&sh, &project),
-        Command::Stop(cmd) => cmd.run(&sh, &project),
-        Command::Ci(cmd) => cmd.run(&sh, &project),
-        Command::Bench(cmd) => cmd.run(&sh, &project),
-        Command::PublishRunner(cmd) => cmd.run(&sh, &project),
-        Command::Size(cmd) => cmd.run(&sh, &project),
+        Command::Dev(cmd) => cmd.run(&project),
+        Command::RebuildRunner(cmd) => cmd.run(&project),
+        Command::Smoke(cmd) => cmd.run(&project),
+        Command::Status(cmd) => cmd.run(&project),
+        Command::Logs(cmd) => cmd.run(&project),
+        Command::Stop(cmd) => cmd.run(&project),
+        Command::Ci(cmd) => cmd.run(&project),
+        Command::Bench(cmd) => cmd.run(&project),
+        Command::PublishRunner(cmd) => cmd.run(&project),
+        Command::Size(cmd) => cmd.run(&project),
     }
 }
 

@@ -1,6 +1,6 @@
 //! `cargo xtask publish-runner`, and the other side of it in `cargo xtask dev`: pulling the
-//! working tree's image (and the base image it was built on) from the registry instead of
-//! building it.
+//! working tree's image from the registry instead of building it (the base image it was built
+//! on is pulled where every base image is chosen, in [`crate::base_image`]).
 //!
 //! Publishing pushes the base image under its own name in the registry, then the agent-runner
 //! image under two tags: the digest of its inputs, which `dev` asks for, and the project's
@@ -8,6 +8,7 @@
 //! publication are stamped on a configuration-only child of the built image, so they never
 //! touch the inputs or the rebuild decision (see `stigmer_stack::docker::registry`).
 
+use std::ffi::OsStr;
 use std::fs;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,15 +16,14 @@ use anyhow::{Context, Result};
 use clap::Args;
 use stigmer_stack::docker::engine::check_engine;
 use stigmer_stack::docker::inspect::Image;
-use stigmer_stack::docker::registry::{self, InputsPull, Pulled, Registry};
-use stigmer_stack::docker::Docker;
+use stigmer_stack::docker::registry::{self, InputsPull};
+use stigmer_stack::docker::{short_id, Docker};
+use stigmer_stack::exec;
 use stigmer_stack::runner::lifecycle::inspect_image;
 use stigmer_stack::ui::progress::{seconds, Progress};
-use xshell::{cmd, Shell};
 
-use crate::base_image::{self, BaseImage};
 use crate::config::FileConfig;
-use crate::image::{self, short_id, Plan};
+use crate::image::{self, Plan};
 use crate::Project;
 
 /// The `org.opencontainers.image.source` label when stigmer.toml does not name one.
@@ -35,7 +35,7 @@ const DEFAULT_SOURCE: &str = "https://github.com/stigmer/stigmer";
 pub struct PublishRunner {}
 
 impl PublishRunner {
-    pub fn run(self, sh: &Shell, project: &Project) -> Result<()> {
+    pub fn run(self, project: &Project) -> Result<()> {
         let registry = project.registry.clone().context(
             "no registry to publish to: pass --registry HOST[:PORT]/PATH, set STIGMER_REGISTRY, \
              or set runner.registry in stigmer.toml",
@@ -43,13 +43,12 @@ impl PublishRunner {
         let docker = crate::docker()?;
         let mut progress = Progress::new();
         let engine = progress.phase("Checking Docker", |_| check_engine(&docker))?;
-        let plan = image::plan(sh, &docker, project, &mut progress)?;
+        let plan = image::plan(&docker, project, &mut progress)?;
         progress.note(&format!("agent-runner image: {}", plan.reason(project)));
         let built = match (&plan.image, plan.decision.needs_build()) {
             (Some(current), false) => current.clone(),
             _ => {
-                let built =
-                    image::build(sh, &docker, project, &engine, &plan, false, &mut progress)?;
+                let built = image::build(&docker, project, &engine, &plan, false, &mut progress)?;
                 image::remove_replaced(&docker, plan.image.as_ref(), &built);
                 built
             }
@@ -59,7 +58,7 @@ impl PublishRunner {
                 .runner
                 .source
                 .unwrap_or_else(|| DEFAULT_SOURCE.to_string()),
-            &revision(sh, project, &progress),
+            &revision(project, &progress),
             env!("CARGO_PKG_VERSION"),
             &stigmer_stack::util::time::rfc3339_utc(created_seconds()),
         );
@@ -129,21 +128,20 @@ fn stamp(
 
 /// The commit the publication comes from, for the revision label; says so when the runner's
 /// files differ from it (the inputs digest still names exactly what was built).
-fn revision(sh: &Shell, project: &Project, progress: &Progress) -> String {
-    let _dir = sh.push_dir(&project.root);
-    let head = cmd!(sh, "git rev-parse HEAD")
-        .quiet()
-        .ignore_stderr()
-        .read();
+fn revision(project: &Project, progress: &Progress) -> String {
+    let head = exec::read("git", &["rev-parse", "HEAD"], &project.root)
+        .map(|head| head.trim().to_string());
     let Ok(head) = head else {
         progress.warn("not a git checkout: the revision label says `unknown`");
         return "unknown".to_string();
     };
-    let runner_dir = &project.runner_dir;
-    let dirty = cmd!(sh, "git status --porcelain -- {runner_dir}")
-        .quiet()
-        .ignore_stderr()
-        .read()
+    let status = [
+        OsStr::new("status"),
+        OsStr::new("--porcelain"),
+        OsStr::new("--"),
+        project.runner_dir.as_os_str(),
+    ];
+    let dirty = exec::read("git", &status, &project.root)
         .map(|status| !status.trim().is_empty())
         .unwrap_or(false);
     if dirty {
@@ -212,38 +210,4 @@ pub fn pull_instead_of_building(
             Ok(None)
         }
     }
-}
-
-/// For a machine without the base image: the registry's copy, so that it resolves the same
-/// base image ID (and so the same inputs digest) as the machine that published.
-pub fn pull_base(
-    docker: &Docker,
-    registry: &Registry,
-    project: &Project,
-    progress: &Progress,
-) -> Result<Option<BaseImage>> {
-    let mut reasons = Vec::new();
-    for reference in base_image::candidate_references(project) {
-        let Some(mirror) = registry.mirror_reference(&reference) else {
-            continue;
-        };
-        match registry::pull(docker, &mirror)? {
-            Pulled::Image(image) => {
-                registry::adopt(docker, &mirror, &reference)?;
-                progress.note(&format!("pulled the base image {reference} from {mirror}"));
-                return Ok(Some(BaseImage {
-                    reference,
-                    id: image.id,
-                }));
-            }
-            Pulled::Failed(reason) => reasons.push(format!("{mirror}: {reason}")),
-        }
-    }
-    if !reasons.is_empty() {
-        progress.note(&format!(
-            "registry has no base image ({}): obtaining it without the registry",
-            reasons.join("; ")
-        ));
-    }
-    Ok(None)
 }

@@ -12,12 +12,10 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
-use stigmer_stack::docker::{args, Docker};
+use stigmer_stack::docker::{args, short_id, Docker};
 use stigmer_stack::runner::inputs::{InputManifest, BASE_IMAGE_INPUT};
 use stigmer_stack::runner::lifecycle::inspect_image;
-use xshell::Shell;
 
-use crate::image::short_id;
 use crate::Project;
 
 /// How many distributions the breakdown names.
@@ -255,7 +253,7 @@ fn history(docker: &Docker, reference: &str) -> Result<String> {
 }
 
 impl Size {
-    pub fn run(self, _sh: &Shell, project: &Project) -> Result<()> {
+    pub fn run(self, project: &Project) -> Result<()> {
         let docker = crate::docker()?;
         let reference = &project.stack.runner.image;
         let Some(image) = inspect_image(&docker, reference)? else {

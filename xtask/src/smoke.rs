@@ -10,16 +10,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use stigmer_stack::docker::engine::check_engine;
-use stigmer_stack::docker::inspect::ContainerState;
 use stigmer_stack::docker::{args, Docker};
 use stigmer_stack::http::healthz;
 use stigmer_stack::http::{self, Body};
-use stigmer_stack::runner::lifecycle::{inspect_container, log_tail};
+use stigmer_stack::runner::lifecycle::log_tail;
 use stigmer_stack::runner::spec::TASK_QUEUE;
 use stigmer_stack::server::api::Api;
 use stigmer_stack::temporal;
 use stigmer_stack::ui::progress::{seconds, Progress};
-use xshell::Shell;
 
 use crate::{import_check, Project};
 
@@ -29,7 +27,7 @@ type Check = fn(&Docker, &Project) -> Result<String>;
 /// service is still starting.
 const IMAGE_CHECKS: [(&str, Check); 1] = [(
     "every installed module imports, collisions reported by name",
-    imports_in_image,
+    import_check::check_image,
 )];
 
 /// Checks that need the service answering.
@@ -132,73 +130,6 @@ fn health_from_host(_: &Docker, project: &Project) -> Result<String> {
         "127.0.0.1:{} status ok",
         project.stack.runner.health_port
     ))
-}
-
-/// How long xtask waits for the import check: a little past the check's own deadline
-/// (100 s, after which SIGALRM ends it inside the container, exit 128 + 14).
-const IMPORT_CHECK_TIMEOUT: Duration = Duration::from_secs(110);
-const IMPORT_CHECK_DEADLINE_EXIT: i32 = 142;
-
-/// Runs `python -m agent_runner.import_check` in the container with the project's policy,
-/// once per image and policy: a passed report is kept on the host and read back next time.
-fn imports_in_image(docker: &Docker, project: &Project) -> Result<String> {
-    let pyproject = project.runner_dir.join("pyproject.toml");
-    let policy = import_check::read_policy(&project.runner_dir)?;
-    let container = &project.stack.runner.container_name;
-    let image_id = match inspect_container(docker, container)? {
-        ContainerState::Ours(found) | ContainerState::Foreign(found) => found.image_id,
-        ContainerState::Absent => {
-            bail!("the container {container} is not there: run `cargo xtask dev` to start it")
-        }
-    };
-    let mounted = match &project.stack.runner.source_mount {
-        Some(_) => Some(
-            stigmer_stack::runner::inputs::hash_source_tree(&project.runner_dir.join("src"))?
-                .digest,
-        ),
-        None => None,
-    };
-    let cache =
-        import_check::cache_path(&project.cache_dir(), &image_id, &policy, mounted.as_deref());
-    if let Some(report) = import_check::cached_report(&cache) {
-        return Ok(report.lines(true));
-    }
-    let mut exec = args(["exec", container]);
-    exec.extend(policy.command());
-    let Some(captured) = docker.capture_within(&exec, IMPORT_CHECK_TIMEOUT)? else {
-        bail!(import_check::deadline_message(container, None, &pyproject));
-    };
-    if captured.code == Some(IMPORT_CHECK_DEADLINE_EXIT) {
-        let location = import_check::hang_location(&captured.stderr);
-        bail!(import_check::deadline_message(
-            container,
-            location.as_deref(),
-            &pyproject
-        ));
-    }
-    let report = import_check::ImportReport::parse(&captured.stdout).with_context(|| {
-        format!(
-            "the import check printed no report (exit {:?}): {}{}",
-            captured.code,
-            captured.stdout,
-            captured.stderr_tail()
-        )
-    })?;
-    ensure!(
-        captured.success == report.ok,
-        "the import check exited {:?} with a report that says ok = {}",
-        captured.code,
-        report.ok
-    );
-    if !report.ok {
-        bail!(
-            "{}\n{}",
-            report.lines(false),
-            report.failure_message(&pyproject)
-        );
-    }
-    import_check::keep_report(&cache, &report)?;
-    Ok(report.lines(false))
 }
 
 fn multipart_upload(_: &Docker, project: &Project) -> Result<String> {
@@ -348,7 +279,7 @@ pub fn forget_checked(project: &Project) -> Result<()> {
 pub struct Smoke {}
 
 impl Smoke {
-    pub fn run(self, _sh: &Shell, project: &Project) -> Result<()> {
+    pub fn run(self, project: &Project) -> Result<()> {
         let docker = crate::docker()?;
         let mut progress = Progress::new();
         progress.phase("Checking Docker", |_| check_engine(&docker))?;

@@ -7,7 +7,6 @@ use serde::Serialize;
 use stigmer_stack::docker::engine::check_engine;
 use stigmer_stack::docker::short_id;
 use stigmer_stack::stack;
-use xshell::Shell;
 
 use crate::{base_image, builder, image, Project};
 
@@ -44,7 +43,7 @@ struct Report {
 }
 
 impl Status {
-    pub fn run(self, _sh: &Shell, project: &Project) -> Result<()> {
+    pub fn run(self, project: &Project) -> Result<()> {
         let docker = crate::docker()?;
         check_engine(&docker)?;
         let present = image::present_images(&docker, project)?;

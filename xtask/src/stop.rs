@@ -6,7 +6,6 @@ use anyhow::{bail, Result};
 use clap::Args;
 use stigmer_stack::stack::StackLock;
 use stigmer_stack::stack::{self, RunnerStop};
-use xshell::Shell;
 
 use crate::{smoke, Project};
 
@@ -14,7 +13,7 @@ use crate::{smoke, Project};
 pub struct Stop {}
 
 impl Stop {
-    pub fn run(self, _sh: &Shell, project: &Project) -> Result<()> {
+    pub fn run(self, project: &Project) -> Result<()> {
         let docker = crate::docker()?;
         let _lock =
             StackLock::acquire_if_present(&project.stack.data_dir, "cargo xtask stop", |holder| {

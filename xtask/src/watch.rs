@@ -30,7 +30,6 @@ use stigmer_stack::runner::lifecycle;
 use stigmer_stack::stack::StackLock;
 use stigmer_stack::ui::interrupt;
 use stigmer_stack::ui::progress::Progress;
-use xshell::Shell;
 
 use crate::dev::{self, DevOutcome, RELOAD_TIMEOUT};
 use crate::{image, Project};
@@ -163,7 +162,6 @@ struct Reaction {
 
 /// Watches until Ctrl-C; the stack stays up.
 pub fn run(
-    sh: &Shell,
     docker: &Docker,
     engine: &EngineInfo,
     project: &Project,
@@ -215,7 +213,7 @@ pub fn run(
             Action::Restart => {
                 reload_if_changed(docker, project, &container, &spec, &mut failed_source)
             }
-            Action::Server | Action::Rebuild => rebuild(sh, docker, engine, project)
+            Action::Server | Action::Rebuild => rebuild(docker, engine, project)
                 .map(|outcome| {
                     container = outcome.report.runner.id().to_string();
                     spec = outcome.report.spec.clone();
@@ -321,15 +319,10 @@ fn reload_if_changed(
 }
 
 /// `dev` again: the image decision (and build), the server, the container, the checks.
-fn rebuild(
-    sh: &Shell,
-    docker: &Docker,
-    engine: &EngineInfo,
-    project: &Project,
-) -> Result<DevOutcome> {
+fn rebuild(docker: &Docker, engine: &EngineInfo, project: &Project) -> Result<DevOutcome> {
     let mut progress = Progress::new();
     let lock = StackLock::acquire(&project.stack.data_dir, "cargo xtask dev --watch", |_| {})?;
-    dev::bring_up(sh, docker, engine, project, &lock, &mut progress)
+    dev::bring_up(docker, engine, project, &lock, &mut progress)
 }
 
 fn report(reaction: &Reaction, json: bool) -> Result<()> {

@@ -7,16 +7,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use stigmer_stack::exec;
 use stigmer_stack::runner::inputs::sha256_hex;
 use stigmer_stack::ui::progress::Phase;
-use xshell::{cmd, Shell};
 
 use super::lock::{Install, LockedArtifact};
 use super::target::Target;
 
 /// The index artifacts the cache lacks, fetched with pip and checked against the lock.
 pub fn fetch_missing(
-    sh: &Shell,
     cache: &Path,
     installs: &[Install],
     target: &Target,
@@ -38,7 +37,7 @@ pub fn fetch_missing(
     let incoming = cache.join(".incoming");
     let _ = fs::remove_dir_all(&incoming);
     fs::create_dir_all(&incoming).with_context(|| format!("creating {}", incoming.display()))?;
-    let python = python_on_host(sh)?;
+    let python = python_on_host()?;
     // One pip run per index and kind: wheels are fetched for the image's tags, source
     // archives as they are.
     let mut groups: BTreeMap<(Option<String>, bool), Vec<&LockedArtifact>> = BTreeMap::new();
@@ -59,20 +58,21 @@ pub fn fetch_missing(
             index.as_deref(),
             is_wheel.then_some(target),
         );
-        cmd!(sh, "{python} -m pip {args...}")
-            .quiet()
-            .run()
-            .with_context(|| {
-                format!(
-                    "fetching {} with pip (the host needs Python 3 with pip and access to {})",
-                    artifacts
-                        .iter()
-                        .map(|a| a.file.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    index.as_deref().unwrap_or("PyPI")
-                )
-            })?;
+        // In the cache, which holds only our files: `python -m` puts its working directory
+        // first on `sys.path`, so a `pip/` in the user's directory would run instead.
+        let mut pip = vec!["-m".to_string(), "pip".to_string()];
+        pip.extend(args);
+        exec::run(&python, &pip, cache, &[]).with_context(|| {
+            format!(
+                "fetching {} with pip (the host needs Python 3 with pip and access to {})",
+                artifacts
+                    .iter()
+                    .map(|a| a.file.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                index.as_deref().unwrap_or("PyPI")
+            )
+        })?;
     }
     for artifact in &missing {
         let from = incoming.join(&artifact.file);
@@ -165,7 +165,6 @@ pub fn target_args(target: &Target) -> Vec<String> {
 /// set into the cache. They are not in `poetry.lock` (Poetry locks what a project runs, not
 /// what builds it), so unlike the locked files they carry no hash to check.
 pub fn fetch_build_requirements(
-    sh: &Shell,
     cache: &Path,
     requirements: &[String],
     target: &Target,
@@ -186,26 +185,30 @@ pub fn fetch_build_requirements(
     ));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let python = python_on_host(sh)?;
-    let target_args = target_args(target);
-    cmd!(sh, "{python} -m pip download --quiet --disable-pip-version-check {target_args...} --dest {dir} {requirements...}")
-        .quiet()
-        .run()
-        .context("fetching the build requirements of the path dependencies and source archives with pip")?;
+    let python = python_on_host()?;
+    let mut pip: Vec<String> = [
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--disable-pip-version-check",
+    ]
+    .map(String::from)
+    .to_vec();
+    pip.extend(target_args(target));
+    pip.extend(["--dest".to_string(), dir.display().to_string()]);
+    pip.extend(requirements.iter().cloned());
+    exec::run(&python, &pip, cache, &[]).context(
+        "fetching the build requirements of the path dependencies and source archives with pip",
+    )?;
     fs::write(&done, requirements.join("\n"))
         .with_context(|| format!("writing {}", done.display()))?;
     Ok(Some(dir))
 }
 
-pub fn python_on_host(sh: &Shell) -> Result<String> {
+pub fn python_on_host() -> Result<String> {
     for candidate in ["python3", "python"] {
-        if cmd!(sh, "{candidate} -m pip --version")
-            .quiet()
-            .ignore_stdout()
-            .ignore_stderr()
-            .run()
-            .is_ok()
-        {
+        if exec::succeeds(candidate, &["-m", "pip", "--version"]) {
             return Ok(candidate.to_string());
         }
     }

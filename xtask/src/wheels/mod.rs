@@ -38,7 +38,6 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use stigmer_stack::docker::Docker;
 use stigmer_stack::ui::progress::Phase;
-use xshell::Shell;
 
 pub use context::installs_compilers;
 use context::write_context;
@@ -56,7 +55,6 @@ pub fn cache_root(project_cache_dir: &Path) -> PathBuf {
 /// Makes `runner_dir/wheels/` hold exactly what the image installs for `base_image_id` on
 /// the engine's `platform`, fetching into the cache only what it lacks.
 pub fn prepare(
-    sh: &Shell,
     docker: &Docker,
     project_cache_dir: &Path,
     runner_dir: &Path,
@@ -79,8 +77,8 @@ pub fn prepare(
     ));
     let cache = root.join(arch.cache_name());
     let started = Instant::now();
-    let fetched = fetch_missing(sh, &cache, &installs, &target, phase)?;
-    let local_sources = local_sources(sh, &installs, &cache)?;
+    let fetched = fetch_missing(&cache, &installs, &target, phase)?;
+    let local_sources = local_sources(&installs, &cache)?;
     let build_requirements: Vec<String> = {
         let mut all: Vec<String> = local_sources
             .iter()
@@ -90,7 +88,7 @@ pub fn prepare(
         all.dedup();
         all
     };
-    let build_dir = fetch_build_requirements(sh, &cache, &build_requirements, &target, phase)?;
+    let build_dir = fetch_build_requirements(&cache, &build_requirements, &target, phase)?;
     if fetched > 0 {
         phase.line(&format!(
             "fetched {fetched} files in {:.1} s",

@@ -2,11 +2,12 @@
 //! files): their build requirements (`[build-system]`, PEP 517/518) and whether they hold
 //! native code, so the builder installs compilers only when one needs them.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use xshell::{cmd, Shell};
+use stigmer_stack::exec;
 
 use super::fetch::python_on_host;
 use super::lock::Install;
@@ -81,7 +82,7 @@ impl BuildSystem {
 }
 
 /// Reads the build system of every source the builder stage builds.
-pub fn local_sources(sh: &Shell, installs: &[Install], cache: &Path) -> Result<Vec<LocalSource>> {
+pub fn local_sources(installs: &[Install], cache: &Path) -> Result<Vec<LocalSource>> {
     let mut sources = Vec::new();
     for install in installs {
         let (name, context_path, build) = match install {
@@ -108,7 +109,7 @@ pub fn local_sources(sh: &Shell, installs: &[Install], cache: &Path) -> Result<V
                 )
             }
             Install::Sdist(artifact) => {
-                let build = cached_archive_build_system(sh, &cache.join(&artifact.file))
+                let build = cached_archive_build_system(&cache.join(&artifact.file), cache)
                     .with_context(|| {
                         format!(
                             "reading the build system of {} {}",
@@ -133,7 +134,7 @@ pub fn local_sources(sh: &Shell, installs: &[Install], cache: &Path) -> Result<V
                         compiles: false,
                     }
                 } else {
-                    archive_build_system(sh, path)
+                    archive_build_system(path, cache)
                         .with_context(|| format!("reading the build system of {name}"))?
                 };
                 (name.clone(), format!("files/{file}"), build)
@@ -150,7 +151,7 @@ pub fn local_sources(sh: &Shell, installs: &[Install], cache: &Path) -> Result<V
 
 /// [`archive_build_system`], kept beside the archive in the cache: an archive checked
 /// against the lock never changes, and reading it costs a Python start.
-fn cached_archive_build_system(sh: &Shell, archive: &Path) -> Result<BuildSystem> {
+fn cached_archive_build_system(archive: &Path, cache: &Path) -> Result<BuildSystem> {
     let mut name = archive.as_os_str().to_owned();
     name.push(".build-system.json");
     let cached = PathBuf::from(name);
@@ -160,15 +161,16 @@ fn cached_archive_build_system(sh: &Shell, archive: &Path) -> Result<BuildSystem
     {
         return Ok(build);
     }
-    let build = archive_build_system(sh, archive)?;
+    let build = archive_build_system(archive, cache)?;
     // Only a cache: without it the archive is read again next time.
     let _ = fs::write(&cached, serde_json::to_vec(&build).unwrap_or_default());
     Ok(build)
 }
 
 /// The build system of a source archive and its file list, read by the host's Python
-/// (`tarfile` and `zipfile`).
-fn archive_build_system(sh: &Shell, archive: &Path) -> Result<BuildSystem> {
+/// (`tarfile` and `zipfile`), run in the wheels cache `cache`: `python -c` puts its working
+/// directory first on `sys.path`, and only there is no stray `json.py` of the user's.
+fn archive_build_system(archive: &Path, cache: &Path) -> Result<BuildSystem> {
     const READ: &str = r#"import json, sys, tarfile, zipfile
 path = sys.argv[1]
 if path.endswith(".zip"):
@@ -183,11 +185,13 @@ top = [n for n in files if n.count("/") == 1 and n.endswith("/pyproject.toml")]
 text = read(top[0]).decode() if top else None
 print(json.dumps([text, files]))
 "#;
-    let python = python_on_host(sh)?;
-    let output = cmd!(sh, "{python} -c {READ} {archive}")
-        .quiet()
-        .read()
-        .with_context(|| format!("reading pyproject.toml inside {}", archive.display()))?;
+    let python = python_on_host()?;
+    let output = exec::read(
+        &python,
+        &[OsStr::new("-c"), OsStr::new(READ), archive.as_os_str()],
+        cache,
+    )
+    .with_context(|| format!("reading pyproject.toml inside {}", archive.display()))?;
     let (text, files): (Option<String>, Vec<String>) =
         serde_json::from_str(&output).context("reading the host Python's answer")?;
     BuildSystem::from_pyproject(
@@ -240,5 +244,47 @@ mod tests {
             "docopt-0.6.2/docopt.py",
             "docopt-0.6.2/README.rst"
         ]));
+    }
+
+    /// The host's Python reads a real archive (made with `tar`): its `pyproject.toml` and,
+    /// from its file list, that it holds C code.
+    #[test]
+    fn the_host_python_reads_a_source_archive() {
+        let dir = std::env::temp_dir().join(format!("sources-archive-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let package = dir.join("tree/pkg-1.0");
+        fs::create_dir_all(package.join("pkg")).unwrap();
+        fs::write(
+            package.join("pyproject.toml"),
+            "[build-system]\nrequires = [\"flit_core>=3.2\"]\nbuild-backend = \"flit_core.buildapi\"\n",
+        )
+        .unwrap();
+        fs::write(package.join("pkg/_speedups.c"), "int x;\n").unwrap();
+        let cache = dir.join("cache");
+        fs::create_dir_all(&cache).unwrap();
+        let archive = cache.join("pkg-1.0.tar.gz");
+        exec::run(
+            "tar",
+            &[
+                OsStr::new("-czf"),
+                archive.as_os_str(),
+                OsStr::new("-C"),
+                dir.join("tree").as_os_str(),
+                OsStr::new("pkg-1.0"),
+            ],
+            &dir,
+            &[],
+        )
+        .unwrap();
+        let build = archive_build_system(&archive, &cache).unwrap();
+        assert_eq!(
+            build,
+            BuildSystem {
+                requires: vec!["flit_core>=3.2".into()],
+                backend: "flit_core.buildapi".into(),
+                compiles: true
+            }
+        );
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
