@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::runner::inputs::hex;
 use crate::stack::DataDir;
 
 pub const DEFAULT_IMAGE: &str = "stigmer-agent-runner:local";
@@ -452,11 +453,6 @@ impl ContainerSpec {
             .map(|(name, Secret(value))| (name.clone(), value.clone()))
             .collect()
     }
-}
-
-/// Lowercase hex of a digest.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 #[cfg(test)]
