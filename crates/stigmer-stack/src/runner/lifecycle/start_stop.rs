@@ -14,7 +14,7 @@ use super::find::{
     claim, find_ours, inspect_container, read_id_file, remove_id_file, write_id_file, IdRecord,
 };
 use crate::docker::inspect::{Container, ContainerState, RunStatus};
-use crate::docker::{args, Docker};
+use crate::docker::{args, short_id, Docker};
 use crate::http;
 use crate::runner::spec::{
     ContainerSpec, HostUser, DATA_DIR_LABEL, IMAGE_USER_ID, STOP_GRACE_SECONDS,
@@ -102,7 +102,7 @@ pub fn replacement_reason(
     if container.image_id != image_id {
         return Some(format!(
             "it runs an older image ({})",
-            short(&container.image_id)
+            short_id(&container.image_id)
         ));
     }
     if container.config_digest() != Some(spec.config_digest().as_str()) {
@@ -118,11 +118,6 @@ pub fn replacement_reason(
         );
     }
     None
-}
-
-fn short(id: &str) -> &str {
-    let id = id.strip_prefix("sha256:").unwrap_or(id);
-    &id[..id.len().min(12)]
 }
 
 /// Creates the workspace and runs the container; on failure nothing of it is left behind.
@@ -218,7 +213,7 @@ pub fn remove_container(docker: &Docker, id: &str) -> Result<()> {
     if !removed.success && inspect_container(docker, id)? != ContainerState::Absent {
         bail!(
             "removing container {} failed:\n{}",
-            short(id),
+            short_id(id),
             removed.stderr_tail()
         );
     }
