@@ -79,6 +79,18 @@ impl DataDir {
     pub fn temporal_database(&self) -> PathBuf {
         self.root.join("temporal.db")
     }
+
+    /// The advisory lock that serialises commands on this data directory (see
+    /// [`crate::stack::StackLock`]).
+    pub fn stack_lock_file(&self) -> PathBuf {
+        self.root.join("stack.lock")
+    }
+
+    /// `<stigmer home>/.env`, beside the data directory: settings and API keys the user keeps
+    /// out of the shell's environment. `None` for a data directory at the file system's root.
+    pub fn dotenv_file(&self) -> Option<PathBuf> {
+        Some(self.root.parent()?.join(".env"))
+    }
 }
 
 #[cfg(test)]
@@ -93,6 +105,11 @@ mod tests {
         assert_eq!(
             dir.container_id_file(),
             Path::new("/tmp/sh/data/agent-runner-container.id")
+        );
+        assert_eq!(dir.stack_lock_file(), Path::new("/tmp/sh/data/stack.lock"));
+        assert_eq!(
+            dir.dotenv_file().as_deref(),
+            Some(Path::new("/tmp/sh/.env"))
         );
     }
 
