@@ -58,6 +58,12 @@ impl DataDir {
         self.root.join("agent-runner-container.id")
     }
 
+    /// The ID of the container whose smoke checks passed last, kept beside its ID file so
+    /// `cargo xtask dev` checks a container once.
+    pub fn smoke_checked_file(&self) -> PathBuf {
+        self.root.join("agent-runner-checked.id")
+    }
+
     pub fn server_pid_file(&self) -> PathBuf {
         self.root.join("daemon.pid")
     }
@@ -105,6 +111,10 @@ mod tests {
         assert_eq!(
             dir.container_id_file(),
             Path::new("/tmp/sh/data/agent-runner-container.id")
+        );
+        assert_eq!(
+            dir.smoke_checked_file(),
+            Path::new("/tmp/sh/data/agent-runner-checked.id")
         );
         assert_eq!(dir.stack_lock_file(), Path::new("/tmp/sh/data/stack.lock"));
         assert_eq!(
