@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 
+/// The fixture's source tree, beside its four input files.
+pub const SOURCE_DIR: &str = "src";
+
 pub fn service_dir() -> (PathBuf, impl Drop) {
     struct Cleanup(PathBuf);
     impl Drop for Cleanup {

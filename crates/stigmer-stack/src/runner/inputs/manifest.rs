@@ -11,6 +11,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+use super::table::{InputKind, PATH_DEPENDENCY_INPUT, POETRY_LOCK_INPUT, REBUILD_INPUTS};
 use super::tree::{
     hash_source_tree, hash_tree, hex, is_path_dependency_noise, sha256_hex, SourceTree,
 };
@@ -22,22 +23,6 @@ pub const INPUTS_LABEL: &str = "dev.stigmer.inputs.sha256";
 /// The per-input manifest as JSON, so a decision can name what changed.
 pub const MANIFEST_LABEL: &str = "dev.stigmer.inputs.manifest";
 
-/// Files at the top of the service directory that are inputs, in manifest order.
-pub const INPUT_FILES: [&str; 4] = [
-    "Dockerfile",
-    ".dockerignore",
-    "pyproject.toml",
-    "poetry.lock",
-];
-/// The source tree copied into the image.
-pub const SOURCE_DIR: &str = "src";
-/// The manifest's entry for the source tree.
-pub const SOURCE_INPUT: &str = "src/";
-pub const BASE_IMAGE_INPUT: &str = "base image";
-/// The prefix of a path dependency's input: `path dependency graphton`.
-pub const PATH_DEPENDENCY_INPUT: &str = "path dependency";
-pub const BUILD_ARGS_INPUT: &str = "build args";
-
 /// Input name → digest (or the literal value, for the base image ID and build arguments).
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct InputManifest {
@@ -45,29 +30,49 @@ pub struct InputManifest {
 }
 
 impl InputManifest {
-    /// Hashes the declared inputs of the service at `service_dir`.
+    /// Hashes the inputs [`REBUILD_INPUTS`] declares, of the service at `service_dir`.
     pub fn from_tree(
         service_dir: &Path,
         base_image_id: &str,
         build_args: &BTreeMap<String, String>,
     ) -> Result<(InputManifest, SourceTree)> {
         let mut entries = BTreeMap::new();
-        for name in INPUT_FILES {
-            let path = service_dir.join(name);
-            let bytes = fs::read(&path).with_context(|| {
-                format!(
-                    "reading {}: the agent-runner image cannot be built without it",
-                    path.display()
-                )
-            })?;
-            entries.insert(name.to_string(), sha256_hex(&bytes));
+        let mut source = None;
+        for input in &REBUILD_INPUTS {
+            // A file's or a source tree's name is its path in the service directory.
+            let value = match input.kind {
+                InputKind::File => {
+                    let path = service_dir.join(input.name);
+                    let bytes = fs::read(&path).with_context(|| {
+                        format!(
+                            "reading {}: the agent-runner image cannot be built without it",
+                            path.display()
+                        )
+                    })?;
+                    sha256_hex(&bytes)
+                }
+                InputKind::SourceTree => {
+                    let tree =
+                        hash_source_tree(&service_dir.join(input.name.trim_end_matches('/')))?;
+                    let digest = tree.digest.clone();
+                    source = Some(tree);
+                    digest
+                }
+                InputKind::BaseImage => base_image_id.to_string(),
+                InputKind::BuildArgs => {
+                    let args: Vec<String> =
+                        build_args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    args.join(" ")
+                }
+                // One entry for each path dependency poetry.lock records, added by the caller
+                // through `add_path_dependency`.
+                InputKind::PathDependencies => continue,
+            };
+            entries.insert(input.name.to_string(), value);
         }
-        let tree = hash_source_tree(&service_dir.join(SOURCE_DIR))?;
-        entries.insert(SOURCE_INPUT.to_string(), tree.digest.clone());
-        entries.insert(BASE_IMAGE_INPUT.to_string(), base_image_id.to_string());
-        let args: Vec<String> = build_args.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        entries.insert(BUILD_ARGS_INPUT.to_string(), args.join(" "));
-        Ok((InputManifest { entries }, tree))
+        // `check_declared` (run by the tidy test) keeps one source tree row in the table.
+        let source = source.context("REBUILD_INPUTS declares no source tree")?;
+        Ok((InputManifest { entries }, source))
     }
 
     /// Adds a path dependency's source tree (the files
@@ -106,7 +111,10 @@ impl InputManifest {
         vec![
             (
                 POETRY_LOCK_LABEL.to_string(),
-                self.entries.get("poetry.lock").cloned().unwrap_or_default(),
+                self.entries
+                    .get(POETRY_LOCK_INPUT)
+                    .cloned()
+                    .unwrap_or_default(),
             ),
             (INPUTS_LABEL.to_string(), self.digest()),
             (MANIFEST_LABEL.to_string(), manifest),
@@ -205,6 +213,31 @@ mod tests {
         assert!(
             format!("{err:#}").contains("path dependency gone"),
             "{err:#}"
+        );
+    }
+
+    #[test]
+    fn the_table_gives_the_entries_and_digest_images_already_carry() {
+        let (dir, _cleanup) = service_dir();
+        let (manifest, _) = InputManifest::from_tree(&dir, "sha256:base", &args()).unwrap();
+        let names: Vec<&str> = manifest.entries.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                ".dockerignore",
+                "Dockerfile",
+                "base image",
+                "build args",
+                "poetry.lock",
+                "pyproject.toml",
+                "src/"
+            ]
+        );
+        // The digest of this fixture before the inputs moved into REBUILD_INPUTS: an image
+        // built then is still up to date.
+        assert_eq!(
+            manifest.digest(),
+            "f86bc2d9eab34b4a211a4aa3bea8ddd4928f5fcdb7c02d0ca52b37b6518d58a3"
         );
     }
 

@@ -228,8 +228,7 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runner::inputs::fixture::service_dir;
-    use crate::runner::inputs::SOURCE_DIR;
+    use crate::runner::inputs::fixture::{service_dir, SOURCE_DIR};
 
     /// The source digest of the service at `dir`.
     fn source_digest(dir: &Path) -> String {
