@@ -63,7 +63,8 @@ pub struct RunnerSettings {
     /// Settings of the pr-reviewer's optional Ollama model, passed through when set.
     pub passthrough: Vec<(String, String)>,
     /// API keys and the like: they reach the container through the docker client's
-    /// environment, never on a command line (see [`ContainerSpec::run_args`]).
+    /// environment, never on a command line (see
+    /// [`ContainerSpec::run_args`](super::ContainerSpec::run_args)).
     pub secrets: Vec<(String, Secret)>,
     /// `STIGMER_NETWORK`, or what the engine supports (see [`RunnerSettings::for_engine`]).
     pub network: Option<Network>,
