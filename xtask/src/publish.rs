@@ -60,7 +60,7 @@ impl PublishRunner {
                 .unwrap_or_else(|| DEFAULT_SOURCE.to_string()),
             &revision(project, &progress),
             env!("CARGO_PKG_VERSION"),
-            &stigmer_stack::util::time::rfc3339_utc(created_seconds()),
+            &rfc3339_utc(created_seconds()),
         );
         if let Some(mirror) = registry.mirror_reference(&plan.base.reference) {
             progress.phase(&format!("Pushing the base image as {mirror}"), |phase| {
@@ -167,6 +167,28 @@ fn created_seconds() -> u64 {
         })
 }
 
+/// RFC 3339 UTC time of `seconds` since the Unix epoch, for the `created` label.
+pub fn rfc3339_utc(seconds: u64) -> String {
+    let days = (seconds / 86_400) as i64;
+    let rest = seconds % 86_400;
+    // Howard Hinnant's days-to-civil algorithm (http://howardhinnant.github.io/date_algorithms.html).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
 /// For `dev` before a build: the working tree's image from the registry, checked and tagged
 /// locally; `None` (after one line saying why) when there is no registry, or it is
 /// unreachable, lacks the image, or offers one whose inputs differ.
@@ -209,5 +231,19 @@ pub fn pull_instead_of_building(
             ));
             Ok(None)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_times_are_rfc3339() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_utc(1_700_000_000), "2023-11-14T22:13:20Z");
+        // The other side of stigmer-stack's docker_timestamps test, which reads this time back.
+        assert_eq!(rfc3339_utc(1_795_717_420), "2026-11-26T18:23:40Z");
     }
 }

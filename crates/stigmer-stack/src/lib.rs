@@ -11,7 +11,7 @@
 //! - [`exec`]: the one place that spawns a process;
 //! - [`tools`]: official binaries fetched once (the Temporal CLI, Compose v2);
 //! - [`http`]: the loopback HTTP client; [`files`]: atomic writes; [`ui`]: progress, Ctrl-C;
-//!   [`util`]: time stamps and durations.
+//! - `util` (private to the crate): docker's time stamps read, durations written for status.
 //!
 //! Three layers at every edge: plain data, pure functions from data to argument lists and from
 //! output to typed state (tested as exact lists and on captured output), and a thin spawn
@@ -28,4 +28,4 @@ pub mod stack;
 pub mod temporal;
 pub mod tools;
 pub mod ui;
-pub mod util;
+mod util;

@@ -115,10 +115,9 @@ impl StackConfig {
 /// `KEY=VALUE` lines of `<stigmer home>/.env` (comments, blank lines, `export ` and quotes
 /// allowed); a missing file is an empty one.
 fn read_dotenv(data_dir: &DataDir) -> Result<BTreeMap<String, String>> {
-    let Some(home) = data_dir.root().parent() else {
+    let Some(path) = data_dir.dotenv_file() else {
         return Ok(BTreeMap::new());
     };
-    let path = home.join(".env");
     match std::fs::read_to_string(&path) {
         Ok(text) => Ok(parse_dotenv(&text)),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),

@@ -26,7 +26,7 @@ impl StackLock {
     ) -> Result<StackLock> {
         fs::create_dir_all(data_dir.root())
             .with_context(|| format!("creating {}", data_dir.root().display()))?;
-        let path = data_dir.root().join("stack.lock");
+        let path = data_dir.stack_lock_file();
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)

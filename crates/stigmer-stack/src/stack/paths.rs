@@ -58,6 +58,12 @@ impl DataDir {
         self.root.join("agent-runner-container.id")
     }
 
+    /// The ID of the container whose smoke checks passed last, kept beside its ID file so
+    /// `cargo xtask dev` checks a container once.
+    pub fn smoke_checked_file(&self) -> PathBuf {
+        self.root.join("agent-runner-checked.id")
+    }
+
     pub fn server_pid_file(&self) -> PathBuf {
         self.root.join("daemon.pid")
     }
@@ -79,6 +85,18 @@ impl DataDir {
     pub fn temporal_database(&self) -> PathBuf {
         self.root.join("temporal.db")
     }
+
+    /// The advisory lock that serialises commands on this data directory (see
+    /// [`crate::stack::StackLock`]).
+    pub fn stack_lock_file(&self) -> PathBuf {
+        self.root.join("stack.lock")
+    }
+
+    /// `<stigmer home>/.env`, beside the data directory: settings and API keys the user keeps
+    /// out of the shell's environment. `None` for a data directory at the file system's root.
+    pub fn dotenv_file(&self) -> Option<PathBuf> {
+        Some(self.root.parent()?.join(".env"))
+    }
 }
 
 #[cfg(test)]
@@ -93,6 +111,15 @@ mod tests {
         assert_eq!(
             dir.container_id_file(),
             Path::new("/tmp/sh/data/agent-runner-container.id")
+        );
+        assert_eq!(
+            dir.smoke_checked_file(),
+            Path::new("/tmp/sh/data/agent-runner-checked.id")
+        );
+        assert_eq!(dir.stack_lock_file(), Path::new("/tmp/sh/data/stack.lock"));
+        assert_eq!(
+            dir.dotenv_file().as_deref(),
+            Some(Path::new("/tmp/sh/.env"))
         );
     }
 

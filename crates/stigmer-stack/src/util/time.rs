@@ -44,28 +44,6 @@ pub fn seconds_since(text: &str) -> Option<u64> {
     unix_now().checked_sub(rfc3339_to_unix(text)?)
 }
 
-/// RFC 3339 UTC time of `seconds` since the Unix epoch, for the `created` label.
-pub fn rfc3339_utc(seconds: u64) -> String {
-    let days = (seconds / 86_400) as i64;
-    let rest = seconds % 86_400;
-    // Howard Hinnant's days-to-civil algorithm (http://howardhinnant.github.io/date_algorithms.html).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    )
-}
-
 /// `5s`, `2m05s`, `2h03m`.
 pub fn duration_text(seconds: u64) -> String {
     match seconds {
@@ -89,17 +67,6 @@ mod tests {
         );
         assert_eq!(rfc3339_to_unix("0001-01-01T00:00:00Z"), None);
         assert_eq!(rfc3339_to_unix("2024-03-01 12:34:56"), None);
-        assert_eq!(
-            rfc3339_to_unix(&rfc3339_utc(1_795_717_420)),
-            Some(1_795_717_420)
-        );
-    }
-
-    #[test]
-    fn created_times_are_rfc3339() {
-        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339_utc(1_700_000_000), "2023-11-14T22:13:20Z");
     }
 
     #[test]
