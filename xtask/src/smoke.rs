@@ -253,11 +253,7 @@ fn echo_execution(_: &Docker, project: &Project) -> Result<String> {
 
 /// The container whose smoke checks passed last, kept beside its ID file.
 fn checked_file(project: &Project) -> std::path::PathBuf {
-    project
-        .stack
-        .data_dir
-        .root()
-        .join("agent-runner-checked.id")
+    project.stack.data_dir.smoke_checked_file()
 }
 
 pub fn was_checked(project: &Project, container_id: &str) -> bool {

@@ -26,6 +26,7 @@ use serde::Serialize;
 use stigmer_stack::docker::engine::EngineInfo;
 use stigmer_stack::docker::Docker;
 use stigmer_stack::runner::inputs::hash_source_tree;
+use stigmer_stack::runner::inputs::{InputKind, REBUILD_INPUTS};
 use stigmer_stack::runner::lifecycle;
 use stigmer_stack::stack::StackLock;
 use stigmer_stack::ui::interrupt;
@@ -66,13 +67,6 @@ const RUST_DIRS: [&str; 3] = [
     "client-apps/cli",
 ];
 const RUST_MANIFESTS: [&str; 2] = ["Cargo.toml", "Cargo.lock"];
-/// The runner's files, other than its source, that the image is built from.
-const IMAGE_FILES: [&str; 4] = [
-    "Dockerfile",
-    ".dockerignore",
-    "pyproject.toml",
-    "poetry.lock",
-];
 
 impl Inputs {
     /// What `path` asks for; `None` for a path that is not an input (a test, a cache, an
@@ -89,7 +83,10 @@ impl Inputs {
         if let Ok(relative) = path.strip_prefix(&self.runner_dir) {
             return if relative.starts_with("src") {
                 Some(Action::Restart)
-            } else if IMAGE_FILES.iter().any(|file| relative == Path::new(file)) {
+            } else if REBUILD_INPUTS
+                .iter()
+                .any(|input| input.kind == InputKind::File && relative == Path::new(input.name))
+            {
                 Some(Action::Rebuild)
             } else {
                 None

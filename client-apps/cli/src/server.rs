@@ -7,7 +7,7 @@
 use anyhow::{bail, Result};
 use stigmer_stack::docker::engine;
 use stigmer_stack::docker::registry::{self, Registry};
-use stigmer_stack::docker::Docker;
+use stigmer_stack::docker::{short_id, Docker};
 use stigmer_stack::runner::lifecycle;
 use stigmer_stack::runner::spec::HostUser;
 use stigmer_stack::stack::StackLock;
@@ -103,7 +103,7 @@ pub fn start(config: &StackConfig, restart: bool) -> Result<()> {
         url = server::url(config.server_port),
         log = data_dir.log_file(server::COMPONENT).display(),
         name = config.runner.container_name,
-        short = &id[..id.len().min(12)],
+        short = short_id(id),
         image = config.runner.image,
         health = config.runner.health_url(),
         data = data_dir.root().display(),
