@@ -102,7 +102,7 @@ pub fn decide(project: &Project, base: BaseImage, present: Vec<Image>) -> Result
         .find(|image| image.tags.contains(&wanted_tag));
     let (mut manifest, sources) =
         InputManifest::from_tree(&project.runner_dir, &base.id, &build_args(&base))?;
-    for (name, dir) in path_dependencies(&project.runner_dir)? {
+    for (name, dir) in wheels::lock::path_dependencies(&project.runner_dir)? {
         manifest.add_path_dependency(&name, &dir)?;
     }
     // With the working tree's source mounted over the image's copy, the source the image was
@@ -125,39 +125,6 @@ pub fn decide(project: &Project, base: BaseImage, present: Vec<Image>) -> Result
         decision,
         decision_time: started.elapsed(),
     })
-}
-
-/// The path dependencies `poetry.lock` records (`[package.source] type = "directory"`),
-/// resolved from the service directory as Poetry resolves them. Parsing a whole lock of a
-/// hundred packages costs about 25 ms, more than the rest of a decision, so only the
-/// `[[package]]` tables that mention a directory source are parsed.
-pub fn path_dependencies(
-    runner_dir: &std::path::Path,
-) -> Result<Vec<(String, std::path::PathBuf)>> {
-    let path = runner_dir.join("poetry.lock");
-    let text = fs::read_to_string(&path).with_context(|| {
-        format!(
-            "reading {}: run `poetry lock` in {}",
-            path.display(),
-            runner_dir.display()
-        )
-    })?;
-    let mut found = Vec::new();
-    for table in text.split("[[package]]\n").skip(1) {
-        if !table.contains("type = \"directory\"") {
-            continue;
-        }
-        // Up to the next top-level table ([metadata] after the last package).
-        let table = table.split("\n[metadata]").next().unwrap_or(table);
-        let packages = wheels::lock::parse_packages(&format!("[[package]]\n{table}"))
-            .with_context(|| format!("in {}", path.display()))?;
-        for package in packages {
-            if let Some(source) = package.source.filter(|s| s.kind == "directory") {
-                found.push((package.name, runner_dir.join(source.url)));
-            }
-        }
-    }
-    Ok(found)
 }
 
 /// Builds the image from `plan`'s inputs and labels it with them, with the builder the engine
@@ -301,37 +268,5 @@ impl RebuildRunner {
             image.size / 1_000_000
         );
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn path_dependencies_of_the_realistic_lock() {
-        let dir = crate::project_root()
-            .unwrap()
-            .join("xtask/tests/fixtures/realistic/backend/services/agent-runner");
-        let started = Instant::now();
-        let found = path_dependencies(&dir).unwrap();
-        eprintln!("path_dependencies took {:?}", started.elapsed());
-        assert_eq!(
-            found,
-            [
-                (
-                    "graphton".to_string(),
-                    dir.join("../../libs/python/graphton")
-                ),
-                (
-                    "stigmer-api-stubs".to_string(),
-                    dir.join("../../libs/python/stigmer-api-stubs")
-                ),
-            ]
-        );
-        let real = crate::project_root()
-            .unwrap()
-            .join("backend/services/agent-runner");
-        assert_eq!(path_dependencies(&real).unwrap(), []);
     }
 }

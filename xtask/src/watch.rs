@@ -33,7 +33,7 @@ use stigmer_stack::ui::interrupt;
 use stigmer_stack::ui::progress::Progress;
 
 use crate::dev::{self, DevOutcome, RELOAD_TIMEOUT};
-use crate::{image, Project};
+use crate::Project;
 
 /// Quiet time that ends a burst of events (an editor's save, a `git checkout`).
 const SETTLE: Duration = Duration::from_millis(25);
@@ -167,7 +167,7 @@ pub fn run(
 ) -> Result<()> {
     let inputs = Inputs {
         runner_dir: project.runner_dir.clone(),
-        path_dependencies: image::path_dependencies(&project.runner_dir)?
+        path_dependencies: crate::wheels::lock::path_dependencies(&project.runner_dir)?
             .into_iter()
             .map(|(_, dir)| dir.canonicalize().unwrap_or(dir))
             .collect(),

@@ -34,6 +34,19 @@ pub fn tail_lines(text: &str, count: usize) -> String {
     lines[lines.len().saturating_sub(count)..].join("\n")
 }
 
+/// Starts `program <args>` with `env` added, no stdin, and both output pipes for the caller
+/// to drain.
+pub fn spawn_piped(program: &str, args: &[String], env: &[(String, String)]) -> Result<Child> {
+    Command::new(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting `{program} {}`", abbreviated(args)))
+}
+
 /// Runs `program <args>` and returns what it printed, or `None` when it did not finish within
 /// `deadline` (it is killed then).
 pub fn capture(
@@ -42,14 +55,7 @@ pub fn capture(
     env: &[(String, String)],
     deadline: Duration,
 ) -> Result<Option<Captured>> {
-    let mut child = Command::new(program)
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting `{program} {}`", abbreviated(args)))?;
+    let mut child = spawn_piped(program, args, env)?;
     // Both pipes drain on their own threads so a chatty command never blocks on a full pipe.
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
@@ -106,14 +112,7 @@ pub fn stream(
     env: &[(String, String)],
     mut on_line: impl FnMut(&str),
 ) -> Result<()> {
-    let mut child = Command::new(program)
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting `{program} {}`", args.join(" ")))?;
+    let mut child = spawn_piped(program, args, env)?;
     // Both pipes are drained on their own threads, so lines arrive as they are written
     // whichever pipe the tool uses, and neither pipe can fill up and stall it.
     let (sender, receiver) = std::sync::mpsc::channel::<String>();

@@ -20,5 +20,5 @@ mod parse;
 mod select;
 
 pub use content_hash::check_lock_is_fresh;
-pub use parse::{parse_packages, read_lock};
+pub use parse::{path_dependencies, read_lock};
 pub use select::{plan, requirements, Install, LockedArtifact};
