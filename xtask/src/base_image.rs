@@ -15,7 +15,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use stigmer_stack::docker::inspect::Image;
 use stigmer_stack::docker::registry::{self, Pulled, Registry};
-use stigmer_stack::docker::{args, Docker};
+use stigmer_stack::docker::{self, args, Docker};
 use stigmer_stack::exec;
 use stigmer_stack::runner::lifecycle::inspect_image;
 
@@ -50,7 +50,7 @@ pub fn find_present(project: &Project, present: &[Image]) -> Option<BaseImage> {
         candidates.push(MADE_BASE);
     }
     candidates.into_iter().find_map(|reference| {
-        let tag = normalized_tag(reference);
+        let tag = docker::normalized_tag(reference);
         present
             .iter()
             .find(|image| image.tags.contains(&tag))
@@ -59,16 +59,6 @@ pub fn find_present(project: &Project, present: &[Image]) -> Option<BaseImage> {
                 id: image.id.clone(),
             })
     })
-}
-
-/// `name` → `name:latest`, as docker lists tags.
-pub fn normalized_tag(reference: &str) -> String {
-    let last = reference.rsplit('/').next().unwrap_or(reference);
-    if last.contains(':') || reference.contains('@') {
-        reference.to_string()
-    } else {
-        format!("{reference}:latest")
-    }
 }
 
 /// The references [`find_present`] looks for, for the caller's single inspect.
@@ -233,19 +223,4 @@ fn ensure_mmdebstrap(phase: &Phase) -> Result<()> {
         ),
         phase,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tags_are_normalized_like_docker_lists_them() {
-        assert_eq!(normalized_tag("python:3.11-slim"), "python:3.11-slim");
-        assert_eq!(normalized_tag("busybox"), "busybox:latest");
-        assert_eq!(
-            normalized_tag("localhost:5000/base"),
-            "localhost:5000/base:latest"
-        );
-    }
 }

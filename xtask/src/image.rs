@@ -96,7 +96,7 @@ pub fn present_images(docker: &Docker, project: &Project) -> Result<Vec<Image>> 
 /// Compares the working tree's inputs on `base` with the image's labels.
 pub fn decide(project: &Project, base: BaseImage, present: Vec<Image>) -> Result<Plan> {
     let started = Instant::now();
-    let wanted_tag = base_image::normalized_tag(&project.stack.runner.image);
+    let wanted_tag = stigmer_stack::docker::normalized_tag(&project.stack.runner.image);
     let image = present
         .into_iter()
         .find(|image| image.tags.contains(&wanted_tag));

@@ -181,6 +181,16 @@ pub fn short_id(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
+/// `name` → `name:latest`, as docker lists tags.
+pub fn normalized_tag(reference: &str) -> String {
+    let last = reference.rsplit('/').next().unwrap_or(reference);
+    if last.contains(':') || reference.contains('@') {
+        reference.to_string()
+    } else {
+        format!("{reference}:latest")
+    }
+}
+
 /// Builds an owned argument list from string slices.
 pub fn args<const N: usize>(items: [&str; N]) -> Vec<String> {
     items.iter().map(|item| item.to_string()).collect()
@@ -223,5 +233,15 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("docker info"), "{message}");
+    }
+
+    #[test]
+    fn tags_are_normalized_like_docker_lists_them() {
+        assert_eq!(normalized_tag("python:3.11-slim"), "python:3.11-slim");
+        assert_eq!(normalized_tag("busybox"), "busybox:latest");
+        assert_eq!(
+            normalized_tag("localhost:5000/base"),
+            "localhost:5000/base:latest"
+        );
     }
 }

@@ -110,12 +110,7 @@ impl Registry {
         if local.contains('@') {
             return None;
         }
-        let last = local.rsplit('/').next().unwrap_or(local);
-        let last = if last.contains(':') {
-            last.to_string()
-        } else {
-            format!("{last}:latest")
-        };
+        let last = super::normalized_tag(local.rsplit('/').next().unwrap_or(local));
         Some(format!("{}/{last}", self.prefix))
     }
 }
