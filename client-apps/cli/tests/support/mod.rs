@@ -143,7 +143,7 @@ impl Stack {
     }
 
     pub fn id_file(&self) -> PathBuf {
-        self.data().join("agent-stigmer-stack.id")
+        self.data().join("agent-runner-container.id")
     }
 
     pub fn server_pid(&self) -> i32 {
