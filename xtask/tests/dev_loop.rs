@@ -453,11 +453,12 @@ fn edit(path: &Path, change: impl FnOnce(String) -> String) {
     fs::write(path, change(text)).unwrap();
 }
 
-/// Starts `xtask dev` and returns once its stderr shows `needle`.
+/// Starts `xtask dev --image` (a source change rebuilds the image) and returns once its
+/// stderr shows `needle`.
 fn dev_until(sandbox: &Sandbox, needle: &str) -> std::process::Child {
     use std::io::{BufRead, BufReader};
     let mut child = sandbox
-        .command(&["dev"])
+        .command(&["dev", "--image"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -504,7 +505,8 @@ fn wait_for(mut child: std::process::Child, limit: Duration) -> std::process::Ex
 fn interrupted_and_killed_builds_are_recovered_by_the_next_run() {
     let _turn = take_turn();
     let sandbox = Sandbox::new("interrupt");
-    assert_success(&sandbox.xtask(&["dev"]));
+    // Image mode: the source is inside the image, so editing it means a build to interrupt.
+    assert_success(&sandbox.xtask(&["dev", "--image"]));
     let old_image = inspect(IMAGE, "{{.Id}}").unwrap();
     let source = sandbox.runner().join("src/agent_runner/__init__.py");
 
@@ -528,7 +530,7 @@ fn interrupted_and_killed_builds_are_recovered_by_the_next_run() {
     let child = dev_until(&sandbox, "Building the agent-runner image");
     send(&child, "KILL");
     let _ = wait_for(child, Duration::from_secs(5));
-    let recovered = sandbox.xtask(&["dev"]);
+    let recovered = sandbox.xtask(&["dev", "--image"]);
     assert_success(&recovered);
     assert!(
         stderr(&recovered).contains("Smoke checks"),
@@ -541,7 +543,7 @@ fn interrupted_and_killed_builds_are_recovered_by_the_next_run() {
     let child = dev_until(&sandbox, "Waiting for the stack to answer");
     send(&child, "KILL");
     let _ = wait_for(child, Duration::from_secs(5));
-    let after = sandbox.xtask(&["dev"]);
+    let after = sandbox.xtask(&["dev", "--image"]);
     assert_success(&after);
     assert!(
         stderr(&after).contains("Smoke checks"),
