@@ -125,11 +125,12 @@ impl Ci {
             .context("the agent-runner's tests failed")
         })?;
         // Each test binary's engine-backed tests share a container name and take turns.
+        // --no-fail-fast: one run names every failing test binary, not only the first.
         progress.phase("cargo test (unit and engine-backed)", |phase| {
             shown_run(
                 phase,
                 "cargo",
-                &["test", "--workspace", "--quiet"],
+                &["test", "--workspace", "--no-fail-fast", "--quiet"],
                 root,
                 &[("CI", "true")],
             )
