@@ -46,6 +46,14 @@ impl Status {
     pub fn run(self, project: &Project) -> Result<()> {
         let docker = crate::docker()?;
         check_engine(&docker)?;
+        let stack = stack::status(&project.stack, &docker);
+        // The image is judged for the mode `dev` runs it in: with the working tree's source
+        // mounted (the default, where the source is not an input), unless the running
+        // container has the image's own source.
+        let project = &match stack.agent_runner.mode.as_deref() {
+            Some("image") => project.clone(),
+            _ => project.with_mounted_source(),
+        };
         let present = image::present_images(&docker, project)?;
         // Probed only (no download): the pinned Compose counts once it is pinned for this
         // machine, as a build would install it.
@@ -82,7 +90,7 @@ impl Status {
             checkout: project.root.clone(),
             runner_dir: project.runner_dir.clone(),
             image,
-            stack: stack::status(&project.stack, &docker),
+            stack,
         };
         if self.json {
             println!("{}", serde_json::to_string(&report)?);
