@@ -1,0 +1,209 @@
+//! The trees the benchmark works on, and the edits it makes to them: a copy of the runner
+//! service (or of the realistic fixture, assembled as `xtask/tests/realistic.rs` does), a
+//! comment appended to a source file, every file touched without a change, `poetry.lock`
+//! with one package more or less, and a fresh BuildKit cache for a first build.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{ensure, Context, Result};
+
+/// The file a source-change scenario edits (a comment appended: behaviour is unchanged).
+pub const EDITED_SOURCE: &str = "src/agent_runner/agents/echo.py";
+/// The venv cache mount's ID in the Dockerfile; a first build gets one of its own.
+const VENV_CACHE_ID: &str = "id=stigmer-agent-runner-venv";
+
+/// The package the lock-change scenario adds and removes: pure Python, no dependencies, its
+/// wheel's hash as PyPI publishes it (Poetry is not on the benchmark's machines, so the entry
+/// is written as Poetry writes one).
+const ADDED_PACKAGE: &str = r#"[[package]]
+name = "six"
+version = "1.17.0"
+description = "Python 2 and 3 compatibility utilities"
+optional = false
+python-versions = "!=3.0.*,!=3.1.*,!=3.2.*,>=2.7"
+groups = ["main"]
+files = [
+    {file = "six-1.17.0-py2.py3-none-any.whl", hash = "sha256:4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274"},
+]
+
+"#;
+
+/// Copies a tree, without virtual environments, caches and built wheels.
+pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in fs::read_dir(from).with_context(|| format!("listing {}", from.display()))? {
+        let entry = entry.with_context(|| format!("listing {}", from.display()))?;
+        let name = entry.file_name();
+        if [".venv", "__pycache__", ".pytest_cache", "wheels"]
+            .iter()
+            .any(|skip| name == *skip)
+        {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type().context("reading a file type")?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The realistic service under `scratch`: the real runner's Dockerfile, `.dockerignore`,
+/// compose file and `src/`, the fixture's `pyproject.toml` and `poetry.lock`, and its path
+/// dependencies where the lock expects them. Returns the service's directory.
+pub fn assemble_realistic(root: &Path, scratch: &Path) -> Result<PathBuf> {
+    let fixture = root.join("xtask/tests/fixtures/realistic/backend");
+    let real = root.join("backend/services/agent-runner");
+    let service = scratch.join("backend/services/agent-runner");
+    fs::create_dir_all(&service).with_context(|| format!("creating {}", service.display()))?;
+    for file in ["Dockerfile", ".dockerignore", "docker-compose.yml"] {
+        fs::copy(real.join(file), service.join(file))
+            .with_context(|| format!("copying the runner's {file}"))?;
+    }
+    copy_tree(&real.join("src"), &service.join("src"))?;
+    for file in ["pyproject.toml", "poetry.lock"] {
+        fs::copy(
+            fixture.join("services/agent-runner").join(file),
+            service.join(file),
+        )
+        .with_context(|| format!("copying the realistic fixture's {file}"))?;
+    }
+    copy_tree(&fixture.join("libs"), &scratch.join("backend/libs"))?;
+    Ok(service)
+}
+
+/// Appends a comment line to `file` under `dir`: new bytes, the same behaviour.
+pub fn append_comment(dir: &Path, file: &str, edit: u64) -> Result<()> {
+    let path = dir.join(file);
+    let mut text =
+        fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    text.push_str(&format!("# cargo xtask bench edit {edit} {nanos}\n"));
+    fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Gives every file under `dir` a modification time `edit` minutes ahead, bytes unchanged.
+pub fn touch_tree(dir: &Path, edit: u64) -> Result<()> {
+    let when = SystemTime::now() + Duration::from_secs(60 * edit);
+    touch_all(dir, when)
+}
+
+fn touch_all(dir: &Path, when: SystemTime) -> Result<()> {
+    for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        let path = entry.path();
+        if entry.file_type().context("reading a file type")?.is_dir() {
+            touch_all(&path, when)?;
+        } else {
+            fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|file| file.set_modified(when))
+                .with_context(|| format!("touching {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// `poetry.lock` with [`ADDED_PACKAGE`] in the main group, or without it again.
+pub fn toggle_lock_package(service: &Path) -> Result<bool> {
+    let path = service.join("poetry.lock");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let (changed, added) = match text.find(ADDED_PACKAGE) {
+        Some(_) => (text.replacen(ADDED_PACKAGE, "", 1), false),
+        None => {
+            let at = text
+                .find("[metadata]")
+                .context("poetry.lock has no [metadata] table")?;
+            let mut changed = text.clone();
+            changed.insert_str(at, ADDED_PACKAGE);
+            (changed, true)
+        }
+    };
+    fs::write(&path, changed).with_context(|| format!("writing {}", path.display()))?;
+    Ok(added)
+}
+
+/// Points the Dockerfile's venv cache mount at a cache of its own, so the next build starts
+/// from an empty one (BuildKit keys cache mounts by ID, across every build on the engine).
+pub fn fresh_venv_cache(service: &Path, tag: &str) -> Result<()> {
+    let path = service.join("Dockerfile");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let start = text
+        .find("id=stigmer-")
+        .context("the Dockerfile has no venv cache mount")?;
+    let end = start
+        + text[start..]
+            .find(',')
+            .context("the cache mount's options end with a comma")?;
+    ensure!(
+        text[start..end].starts_with(VENV_CACHE_ID) || text[start..end].contains("bench"),
+        "unexpected cache mount `{}`",
+        &text[start..end]
+    );
+    let changed = format!("{}id=stigmer-bench-{tag}{}", &text[..start], &text[end..]);
+    fs::write(&path, changed).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The Dockerfile the legacy builder (Compose v1) needs beside the real one.
+pub fn write_legacy_dockerfile(service: &Path) -> Result<()> {
+    let text = fs::read_to_string(service.join("Dockerfile")).context("reading the Dockerfile")?;
+    let legacy = crate::builder::legacy_dockerfile(&text)?;
+    fs::write(service.join(LEGACY_DOCKERFILE), legacy).context("writing the legacy Dockerfile")
+}
+
+/// Its name in the service's directory (the compose file reads `STIGMER_DOCKERFILE`).
+pub const LEGACY_DOCKERFILE: &str = "Dockerfile.legacy";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("bench-fixture-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_lock_package_comes_and_goes() {
+        let dir = scratch("lock");
+        let lock = "[[package]]\nname = \"a\"\n\n[metadata]\nlock-version = \"2.1\"\n";
+        fs::write(dir.join("poetry.lock"), lock).unwrap();
+        assert!(toggle_lock_package(&dir).unwrap());
+        let added = fs::read_to_string(dir.join("poetry.lock")).unwrap();
+        assert!(
+            added.contains("name = \"six\"")
+                && added.ends_with("[metadata]\nlock-version = \"2.1\"\n")
+        );
+        toml::from_str::<toml::Value>(&added).unwrap();
+        assert!(!toggle_lock_package(&dir).unwrap());
+        assert_eq!(fs::read_to_string(dir.join("poetry.lock")).unwrap(), lock);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_fresh_cache_id_replaces_the_venv_cache() {
+        let dir = scratch("cache");
+        fs::write(
+            dir.join("Dockerfile"),
+            "RUN --mount=type=cache,id=stigmer-agent-runner-venv,target=/x \\\n    true\n",
+        )
+        .unwrap();
+        fresh_venv_cache(&dir, "1-a").unwrap();
+        fresh_venv_cache(&dir, "1-b").unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.join("Dockerfile")).unwrap(),
+            "RUN --mount=type=cache,id=stigmer-bench-1-b,target=/x \\\n    true\n"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
