@@ -206,7 +206,10 @@ fn dev_from_nothing_then_no_change_touch_status_smoke_and_stop() {
         None,
         "the container is still there after stop"
     );
-    assert!(!sandbox.data_dir().join("agent-runner-container.id").exists());
+    assert!(!sandbox
+        .data_dir()
+        .join("agent-runner-container.id")
+        .exists());
     let again = sandbox.xtask(&["stop"]);
     assert_success(&again);
     assert!(String::from_utf8_lossy(&again.stdout).contains("was not running"));
