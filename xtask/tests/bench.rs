@@ -60,7 +60,7 @@ fn every_check_is_measured_on_both_sides_and_passes() {
         .expect("the clean-up is checked");
     assert_eq!(left["ok"], true, "{left}");
     // And from outside the benchmark: its containers and image tags are gone.
-    for name in ["stigmer-bench-check", "stigmer-bench-check-v2"] {
+    for name in ["stigmer-bench-ci", "stigmer-bench-ci-v2"] {
         let inspect = Command::new("docker")
             .args(["inspect", "--type", "container", name])
             .output()
@@ -71,8 +71,8 @@ fn every_check_is_measured_on_both_sides_and_passes() {
         );
     }
     for tag in [
-        "stigmer-agent-runner:bench-check",
-        "stigmer-agent-runner:bench-check-v2",
+        "stigmer-agent-runner:bench-ci",
+        "stigmer-agent-runner:bench-ci-v2",
     ] {
         let inspect = Command::new("docker")
             .args(["image", "inspect", tag])

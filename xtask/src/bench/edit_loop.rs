@@ -358,18 +358,26 @@ pub fn watch_reaction(
         Some(Peer::DevWatch),
         !dev.seen.is_empty() && dev.answered == dev.seen.len(),
         format!(
-            "{}/{} edits reacted to with a reload whose generation then answered; dev's own figure: median {:.0} ms",
+            "{}/{} edits reacted to with a reload whose generation then answered; dev's own figure: median {:.0} ms{}",
             dev.answered,
             dev.seen.len(),
-            Stats::of(&dev.reported).map_or(0.0, |s| s.median * 1e3)
+            Stats::of(&dev.reported).map_or(0.0, |s| s.median * 1e3),
+            if dev.other.is_empty() {
+                String::new()
+            } else {
+                format!("; also seen: {}", dev.other.join("; "))
+            }
         ),
     );
-    if let Some(side) = session
+    if let Some(mut side) = session
         .compose
         .iter()
         .find(|side| side.peer == Peer::ComposeV2)
         .cloned()
     {
+        side.overrides
+            .push(fixture::write_watch_override(&session.service_dir)?);
+        side.run(&["up", "-d"])?;
         let theirs = watch::compose_watch(session, &side, runs)?;
         phase.line(&format!(
             "compose watch: median {:.0} ms",
@@ -379,7 +387,7 @@ pub fn watch_reaction(
             Scenario::WatchReaction,
             Peer::ComposeWatch,
             &theirs.seen,
-            "`compose watch --no-up`: from writing the edit until the restarted container answers",
+            "`compose watch --no-up` (its runner as root: see the notes): from writing the edit until the restarted container answers",
         );
         report.check(
             super::scenario::Check::WatchReacted,

@@ -162,6 +162,56 @@ pub fn write_legacy_dockerfile(service: &Path) -> Result<()> {
 /// Its name in the service's directory (the compose file reads `STIGMER_DOCKERFILE`).
 pub const LEGACY_DOCKERFILE: &str = "Dockerfile.legacy";
 
+/// The compose file Compose v1 gets: the real one without its `develop:` section, which v1's
+/// schema rejects ("Unsupported config option for services.agent-runner: 'develop'").
+pub const V1_COMPOSE_FILE: &str = "docker-compose.v1.yml";
+
+/// An override that runs the compose side's runner as root, for `compose watch`: its sync
+/// copies files with the container's user, which Docker 20.10 resolves with `getent` and
+/// fails for any user but root here (`getent unable to find entry "10001:10001" in passwd
+/// database`, measured with the runner's own user, a numeric uid and a name).
+pub const WATCH_OVERRIDE: &str = "docker-compose.watch-as-root.yml";
+
+pub fn write_watch_override(service: &Path) -> Result<PathBuf> {
+    let path = service.join(WATCH_OVERRIDE);
+    fs::write(
+        &path,
+        "# Written by `cargo xtask bench` for `compose watch` (see xtask/src/bench/fixture.rs).\n\
+         services:\n  agent-runner:\n    user: root\n",
+    )
+    .context("writing the compose override for compose watch")?;
+    Ok(path)
+}
+
+pub fn write_v1_compose_file(service: &Path) -> Result<()> {
+    let text = fs::read_to_string(service.join("docker-compose.yml"))
+        .context("reading the service's docker-compose.yml")?;
+    fs::write(service.join(V1_COMPOSE_FILE), without_develop(&text))
+        .context("writing the compose file for Compose v1")
+}
+
+/// `text` without the `develop:` key of its service and everything indented below it.
+fn without_develop(text: &str) -> String {
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    let mut out = String::new();
+    let mut skipping: Option<usize> = None;
+    for line in text.lines() {
+        if let Some(level) = skipping {
+            if line.trim().is_empty() || indent(line) > level {
+                continue;
+            }
+            skipping = None;
+        }
+        if line.trim_start() == "develop:" {
+            skipping = Some(indent(line));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +238,15 @@ mod tests {
         assert!(!toggle_lock_package(&dir).unwrap());
         assert_eq!(fs::read_to_string(dir.join("poetry.lock")).unwrap(), lock);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn compose_v1_gets_the_file_without_develop() {
+        let text = "services:\n  runner:\n    image: x\n    develop:\n      watch:\n        - action: sync\n    labels:\n      a: b\n";
+        assert_eq!(
+            without_develop(text),
+            "services:\n  runner:\n    image: x\n    labels:\n      a: b\n"
+        );
     }
 
     #[test]

@@ -149,7 +149,7 @@ impl Bench {
         // The correctness run (CI) has names and ports of its own, so it can run beside a
         // full benchmark.
         let (name, port) = if self.correctness_only {
-            ("check", 7541)
+            ("ci", 7541)
         } else {
             ("dev", 7441)
         };
@@ -218,6 +218,7 @@ fn set_up(
         )
     })?;
     fixture::write_legacy_dockerfile(&session.service_dir)?;
+    fixture::write_v1_compose_file(&session.service_dir)?;
     let (v2_program, v2_version) =
         peer::find_compose_v2(&session.docker, &project.stack.tools_dir, progress)?;
     report.machine.peers.compose_v2 = v2_version;
@@ -233,7 +234,7 @@ fn set_up(
     };
     let mut sides = Vec::new();
     let (v2_name, v2_port) = if correctness_only {
-        ("check-v2", 7562)
+        ("ci-v2", 7562)
     } else {
         ("v2", 7462)
     };
@@ -394,6 +395,7 @@ fn notes(session: &Session) -> Vec<String> {
             session.dev.server_port
         ),
         "Compose builds from the same copy, Dockerfile and compose file, with the same base image (STIGMER_BASE_IMAGE) and the wheels xtask prepared into the build context: compose cannot read poetry.lock itself. Compose v1 has no BuildKit here (no buildx), so it gets the Dockerfile without its cache mount (`Dockerfile.legacy`, as xtask's legacy builder does).".to_string(),
+        "`compose watch` runs its runner as root (a compose override): its sync copies files with the container's user, which this Docker 20.10 engine resolves with `getent` and fails for any other user (`getent unable to find entry \"10001:10001\" in passwd database`, also with a bare uid or the user's name), so with the runner's own user no edit ever reached the container.".to_string(),
         "First builds: each tool's own image and container are removed and the Dockerfile's venv cache mount gets an ID of its own, so the dependency install starts from nothing; BuildKit keeps those cache mounts until `docker builder prune`.".to_string(),
     ]
 }

@@ -24,6 +24,8 @@ pub struct ComposeSide {
     pub peer: Peer,
     /// The program and its first arguments (`docker compose`, or one binary).
     pub program: Vec<String>,
+    /// Compose files merged over the service's own (`--file` each, in order).
+    pub overrides: Vec<PathBuf>,
     pub project: String,
     pub service_dir: PathBuf,
     pub image: String,
@@ -83,6 +85,7 @@ impl ComposeSide {
         ComposeSide {
             peer,
             program,
+            overrides: Vec::new(),
             project: format!("stigmer-bench-{name}"),
             service_dir: setting.service_dir.to_path_buf(),
             image,
@@ -102,12 +105,17 @@ impl ComposeSide {
         args.extend([
             "--file".to_string(),
             self.service_dir
-                .join("docker-compose.yml")
+                .join(match self.peer {
+                    Peer::ComposeV1 => super::fixture::V1_COMPOSE_FILE,
+                    _ => "docker-compose.yml",
+                })
                 .display()
                 .to_string(),
-            "--project-name".to_string(),
-            self.project.clone(),
         ]);
+        for file in &self.overrides {
+            args.extend(["--file".to_string(), file.display().to_string()]);
+        }
+        args.extend(["--project-name".to_string(), self.project.clone()]);
         args.extend(subcommand.iter().map(|arg| arg.to_string()));
         args
     }

@@ -44,6 +44,8 @@ pub struct Reactions {
     pub reported: Vec<f64>,
     /// Runs where a new process answered.
     pub answered: usize,
+    /// What else was seen: other reactions, and reactions that did not check out.
+    pub other: Vec<String>,
 }
 
 /// A watcher child that is killed however the measurement ends.
@@ -113,8 +115,16 @@ pub fn dev_watch(session: &mut Session, runs: usize) -> Result<Reactions> {
             let line = reactions
                 .recv_timeout(REACTION_DEADLINE.saturating_sub(started.elapsed()))
                 .context("`xtask dev --watch --json` printed no reaction to an edit within 60 s")?;
+            // Only the reaction to this edit (an editor's or a build's file is not ours).
             if let Ok(reaction) = serde_json::from_str::<Reaction>(&line) {
-                break reaction;
+                if reaction
+                    .changed
+                    .iter()
+                    .any(|path| path.ends_with(EDITED_SOURCE))
+                {
+                    break reaction;
+                }
+                result.other.push(line);
             }
         };
         result.seen.push(started.elapsed().as_secs_f64());
@@ -130,6 +140,11 @@ pub fn dev_watch(session: &mut Session, runs: usize) -> Result<Reactions> {
             .and_then(|health| health["generation"].as_u64());
         if reaction.action == "restart" && answering.is_some() && answering == reaction.generation {
             result.answered += 1;
+        } else {
+            result.other.push(format!(
+                "action {}, generation {:?}, answering {answering:?}",
+                reaction.action, reaction.generation
+            ));
         }
         std::thread::sleep(PAUSE);
     }
