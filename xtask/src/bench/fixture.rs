@@ -14,21 +14,100 @@ pub const EDITED_SOURCE: &str = "src/agent_runner/agents/echo.py";
 /// The venv cache mount's ID in the Dockerfile; a first build gets one of its own.
 const VENV_CACHE_ID: &str = "id=stigmer-agent-runner-venv";
 
-/// The package the lock-change scenario adds and removes: pure Python, no dependencies, its
-/// wheel's hash as PyPI publishes it (Poetry is not on the benchmark's machines, so the entry
-/// is written as Poetry writes one).
-const ADDED_PACKAGE: &str = r#"[[package]]
-name = "six"
-version = "1.17.0"
-description = "Python 2 and 3 compatibility utilities"
-optional = false
-python-versions = "!=3.0.*,!=3.1.*,!=3.2.*,>=2.7"
-groups = ["main"]
-files = [
-    {file = "six-1.17.0-py2.py3-none-any.whl", hash = "sha256:4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274"},
-]
+/// The packages the lock-change scenario adds, one at a time and a different one for each
+/// run of each tool, so that no tool's build can reuse another's (BuildKit shares its cache
+/// by content): pure-Python wheels without dependencies, with their hashes as PyPI publishes
+/// them. Poetry is not on the benchmark's machines, so the entries are written as Poetry
+/// writes them.
+const EXTRA_PACKAGES: [(&str, &str, &str, &str); 11] = [
+    (
+        "six",
+        "1.17.0",
+        "six-1.17.0-py2.py3-none-any.whl",
+        "4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274",
+    ),
+    (
+        "toml",
+        "0.10.2",
+        "toml-0.10.2-py2.py3-none-any.whl",
+        "806143ae5bfb6a3c6e736a764057db0e6a0e05e338b5630894a5f779cabb4f9b",
+    ),
+    (
+        "tabulate",
+        "0.9.0",
+        "tabulate-0.9.0-py3-none-any.whl",
+        "024ca478df22e9340661486f85298cff5f6dcdba14f3813e8830015b9ed1948f",
+    ),
+    (
+        "termcolor",
+        "2.5.0",
+        "termcolor-2.5.0-py3-none-any.whl",
+        "37b17b5fc1e604945c2642c872a3764b5d547a48009871aea3edd3afa180afb8",
+    ),
+    (
+        "blinker",
+        "1.9.0",
+        "blinker-1.9.0-py3-none-any.whl",
+        "ba0efaa9080b619ff2f3459d1d500c57bddea4a6b424b60a91141db6fd2f08bc",
+    ),
+    (
+        "isodate",
+        "0.7.2",
+        "isodate-0.7.2-py3-none-any.whl",
+        "28009937d8031054830160fce6d409ed342816b543597cece116d966c6d99e15",
+    ),
+    (
+        "ply",
+        "3.11",
+        "ply-3.11-py2.py3-none-any.whl",
+        "096f9b8350b65ebd2fd1346b12452efe5b9607f7482813ffca50c22722a807ce",
+    ),
+    (
+        "decorator",
+        "5.1.1",
+        "decorator-5.1.1-py3-none-any.whl",
+        "b8c3f85900b9dc423225913c5aace94729fe1fa9763b38939a95226f02d37186",
+    ),
+    (
+        "itsdangerous",
+        "2.2.0",
+        "itsdangerous-2.2.0-py3-none-any.whl",
+        "c6242fc49e35958c8b15141343aa660db5fc54d4f13a1db01a3f5891b98700ef",
+    ),
+    (
+        "wcwidth",
+        "0.2.13",
+        "wcwidth-0.2.13-py2.py3-none-any.whl",
+        "3da69048e4540d84af32131829ff948f1e022c1c6bdb8d6102117aac784f6859",
+    ),
+    (
+        "pyparsing",
+        "3.2.0",
+        "pyparsing-3.2.0-py3-none-any.whl",
+        "93d9577b88da0bbea8cc8334ee8b918ed014968fd2ec383e868fb8afb1ccef84",
+    ),
+];
 
-"#;
+/// Writes `original` (the lock as shipped) with the `index`-th extra package in its main group.
+pub fn lock_with_extra_package(
+    service: &Path,
+    original: &str,
+    index: usize,
+) -> Result<&'static str> {
+    let (name, version, file, hash) = EXTRA_PACKAGES[index % EXTRA_PACKAGES.len()];
+    let entry = format!(
+        "[[package]]\nname = \"{name}\"\nversion = \"{version}\"\ndescription = \"\"\noptional = false\n\
+         python-versions = \"*\"\ngroups = [\"main\"]\nfiles = [\n    {{file = \"{file}\", hash = \"sha256:{hash}\"}},\n]\n\n"
+    );
+    let at = original
+        .find("[metadata]")
+        .context("poetry.lock has no [metadata] table")?;
+    let mut changed = original.to_string();
+    changed.insert_str(at, &entry);
+    let path = service.join("poetry.lock");
+    fs::write(&path, changed).with_context(|| format!("writing {}", path.display()))?;
+    Ok(name)
+}
 
 /// Copies a tree, without virtual environments, caches and built wheels.
 pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
@@ -110,25 +189,6 @@ fn touch_all(dir: &Path, when: SystemTime) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// `poetry.lock` with [`ADDED_PACKAGE`] in the main group, or without it again.
-pub fn toggle_lock_package(service: &Path) -> Result<bool> {
-    let path = service.join("poetry.lock");
-    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let (changed, added) = match text.find(ADDED_PACKAGE) {
-        Some(_) => (text.replacen(ADDED_PACKAGE, "", 1), false),
-        None => {
-            let at = text
-                .find("[metadata]")
-                .context("poetry.lock has no [metadata] table")?;
-            let mut changed = text.clone();
-            changed.insert_str(at, ADDED_PACKAGE);
-            (changed, true)
-        }
-    };
-    fs::write(&path, changed).with_context(|| format!("writing {}", path.display()))?;
-    Ok(added)
 }
 
 /// Points the Dockerfile's venv cache mount at a cache of its own, so the next build starts
@@ -224,19 +284,16 @@ mod tests {
     }
 
     #[test]
-    fn the_lock_package_comes_and_goes() {
+    fn each_lock_change_adds_one_package_to_the_shipped_lock() {
         let dir = scratch("lock");
         let lock = "[[package]]\nname = \"a\"\n\n[metadata]\nlock-version = \"2.1\"\n";
-        fs::write(dir.join("poetry.lock"), lock).unwrap();
-        assert!(toggle_lock_package(&dir).unwrap());
-        let added = fs::read_to_string(dir.join("poetry.lock")).unwrap();
-        assert!(
-            added.contains("name = \"six\"")
-                && added.ends_with("[metadata]\nlock-version = \"2.1\"\n")
-        );
-        toml::from_str::<toml::Value>(&added).unwrap();
-        assert!(!toggle_lock_package(&dir).unwrap());
-        assert_eq!(fs::read_to_string(dir.join("poetry.lock")).unwrap(), lock);
+        assert_eq!(lock_with_extra_package(&dir, lock, 0).unwrap(), "six");
+        assert_eq!(lock_with_extra_package(&dir, lock, 1).unwrap(), "toml");
+        let changed = fs::read_to_string(dir.join("poetry.lock")).unwrap();
+        assert!(!changed.contains("six") && changed.contains("name = \"toml\""));
+        assert!(changed.ends_with("[metadata]\nlock-version = \"2.1\"\n"));
+        let parsed: toml::Value = toml::from_str(&changed).unwrap();
+        assert_eq!(parsed["package"].as_array().unwrap().len(), 2);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -79,10 +79,13 @@ pub fn wait_answering(port: u16, container: &str, deadline: Duration) -> Result<
 
 /// Runs `run` while watching the health endpoint on `port` from another thread, and returns
 /// its result, its own duration and the time from its start until a new runner process
-/// answered: one whose `generation` differs from the one answering before, or any after the
-/// endpoint stopped answering (a replaced container counts its generations afresh). Waits
-/// past `run`'s end (a tool that returns before the runner answers) up to `deadline`.
+/// answered: one whose `generation` differs from the one answering before, or one that
+/// answers after the endpoint stopped answering from a container other than the one before
+/// (a replaced container counts its generations afresh; a probe that timed out under load is
+/// no restart). Waits past `run`'s end (a tool that returns before the runner answers) up to
+/// `deadline`.
 pub fn until_new_process<T>(
+    docker: &Docker,
     port: u16,
     container: &str,
     deadline: Duration,
@@ -92,17 +95,27 @@ pub fn until_new_process<T>(
     let baseline = healthz(port, Duration::from_millis(250))
         .ok()
         .map(|health| generation(&health));
+    let old_container = container_id(docker, container);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let started = Instant::now();
     std::thread::scope(|scope| {
         let watcher = scope.spawn(|| {
             let mut was_down = baseline.is_none();
             loop {
-                match healthz(port, Duration::from_millis(100)) {
+                match healthz(port, Duration::from_millis(250)) {
                     Ok(health) => {
                         let now = Some(generation(&health));
-                        if was_down || (baseline.is_some() && now != baseline) {
-                            return Some(started.elapsed().as_secs_f64());
+                        let answered = started.elapsed().as_secs_f64();
+                        if baseline.is_some() && now != baseline {
+                            return Some(answered);
+                        }
+                        if was_down {
+                            if old_container.is_none()
+                                || container_id(docker, container) != old_container
+                            {
+                                return Some(answered);
+                            }
+                            was_down = false;
                         }
                     }
                     Err(_) => was_down = true,

@@ -54,7 +54,7 @@ use stigmer_stack::runner::lifecycle;
 use stigmer_stack::ui::progress::{Phase, Progress};
 
 use crate::base_image::{self, BaseImage};
-use crate::{image, wheels, Project};
+use crate::{image, Project};
 use peer::{ComposeSetting, ComposeSide};
 use report::{Machine, Report};
 use scenario::Peer;
@@ -165,6 +165,7 @@ impl Bench {
             compose: Vec::new(),
             realistic: None,
             edits: 0,
+            platform: String::new(),
         })
     }
 
@@ -207,15 +208,9 @@ fn set_up(
         make_base(session, &configured, phase)
     })?;
     session.base = Some(base.clone());
+    session.platform = engine.platform();
     progress.phase("Preparing locked wheels", |phase| {
-        wheels::prepare(
-            &session.docker,
-            &project.cache_dir(),
-            &session.service_dir,
-            &base.id,
-            &engine.platform(),
-            phase,
-        )
+        session.prepare_wheels(phase)
     })?;
     fixture::write_legacy_dockerfile(&session.service_dir)?;
     fixture::write_v1_compose_file(&session.service_dir)?;

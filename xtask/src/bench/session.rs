@@ -107,6 +107,8 @@ pub struct Session {
     /// The realistic fixture's stack and service, once assembled.
     pub realistic: Option<(DevStack, PathBuf)>,
     pub edits: u64,
+    /// The engine's platform, for the wheels.
+    pub platform: String,
 }
 
 impl Session {
@@ -115,6 +117,20 @@ impl Session {
             .as_ref()
             .map(|base| base.reference.clone())
             .unwrap_or_default()
+    }
+
+    /// Fetches and lays out the wheels of the copy's lock into its build context, as `dev`
+    /// does before a build (for the compose sides, which cannot read the lock).
+    pub fn prepare_wheels(&self, phase: &stigmer_stack::ui::progress::Phase) -> Result<()> {
+        let base = self.base.as_ref().context("the base image is made first")?;
+        crate::wheels::prepare(
+            &self.docker,
+            &self.root.join("target/xtask"),
+            &self.service_dir,
+            &base.id,
+            &self.platform,
+            phase,
+        )
     }
 
     pub fn next_edit(&mut self) -> u64 {
@@ -171,6 +187,7 @@ impl Session {
         let run = || self.xtask(stack, service, &args);
         let (captured, seconds, until_answering) = if new_process {
             measure::until_new_process(
+                &self.docker,
                 stack.health_port,
                 &stack.container,
                 NEW_PROCESS_DEADLINE,
@@ -214,6 +231,7 @@ impl Session {
         let run = || side.run(subcommand);
         let (_, seconds, until_answering) = if new_process {
             measure::until_new_process(
+                &self.docker,
                 side.health_port,
                 &side.container,
                 NEW_PROCESS_DEADLINE,
