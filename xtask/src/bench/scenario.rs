@@ -84,7 +84,7 @@ impl Scenario {
             Scenario::SourceChange => "one source file changed, until the new process answers",
             Scenario::SourceChangeImage => "one source file changed, image rebuilt",
             Scenario::WatchReaction => "watch reaction to a source change",
-            Scenario::LockChange => "poetry.lock changed (one package added or removed)",
+            Scenario::LockChange => "poetry.lock changed (one package added)",
             Scenario::ImageSize => "image size",
             Scenario::IdleMemory => "idle memory of the runner container",
             Scenario::RealisticFirstBuild => "realistic: first build, base image present",
