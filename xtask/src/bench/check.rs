@@ -2,9 +2,7 @@
 //! container IDs before and after, `dev --json`'s own account, and the image history. Compose's
 //! side is measured exactly as ours is; nothing is assumed to pass.
 
-use stigmer_stack::docker::Docker;
-
-use super::measure::{self, Outcome};
+use super::measure::Outcome;
 use super::report::Report;
 use super::scenario::{Check, Peer, Scenario};
 
@@ -67,7 +65,6 @@ pub fn reloaded_without_build(
 /// Each run made a new image that kept the dependency layer and everything below it.
 pub fn dependency_layer_reused(
     report: &mut Report,
-    docker: &Docker,
     scenario: Scenario,
     peer: Peer,
     runs: &[Outcome],
@@ -75,11 +72,9 @@ pub fn dependency_layer_reused(
     let verdicts: Vec<(bool, String)> = runs
         .iter()
         .map(|o| {
-            measure::dependency_layer_reused(
-                docker,
-                o.before.image.as_ref(),
-                o.after.image.as_ref(),
-            )
+            o.dependency_layer
+                .clone()
+                .unwrap_or_else(|| (false, "no new image was built".to_string()))
         })
         .collect();
     let reused = verdicts.iter().filter(|(ok, _)| *ok).count();

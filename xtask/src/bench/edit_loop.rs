@@ -252,13 +252,7 @@ pub fn source_change(
     for (peer, runs) in &outcomes {
         match peer {
             Peer::Dev => check::reloaded_without_build(report, Scenario::SourceChange, *peer, runs),
-            _ => check::dependency_layer_reused(
-                report,
-                &session.docker,
-                Scenario::SourceChange,
-                *peer,
-                runs,
-            ),
+            _ => check::dependency_layer_reused(report, Scenario::SourceChange, *peer, runs),
         }
     }
     if let Some(dev) = outcomes.get(&Peer::Dev) {
@@ -315,13 +309,7 @@ pub fn source_change_image(
         },
     )?;
     if let Some(runs) = outcomes.get(&Peer::DevImage) {
-        check::dependency_layer_reused(
-            report,
-            &session.docker,
-            Scenario::SourceChangeImage,
-            Peer::DevImage,
-            runs,
-        );
+        check::dependency_layer_reused(report, Scenario::SourceChangeImage, Peer::DevImage, runs);
     }
     record(
         report,

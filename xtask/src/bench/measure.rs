@@ -47,6 +47,9 @@ pub struct Outcome {
     pub after: State,
     /// `dev --json`'s answer, for `dev`.
     pub summary: Option<DevSummary>,
+    /// For a run that made a new image: whether it reused the dependency layer, judged at
+    /// once (the tool may remove the image it replaced before the next run).
+    pub dependency_layer: Option<(bool, String)>,
 }
 
 impl Outcome {
@@ -277,6 +280,12 @@ pub fn dependency_layer_index(history: &str, layers: usize) -> Result<usize> {
         .iter()
         .filter(|row| makes_layer(row))
         .count())
+}
+
+/// For a run that made a new image, the dependency-layer verdict (see below).
+pub fn layer_verdict(docker: &Docker, before: &State, after: &State) -> Option<(bool, String)> {
+    let changed = before.image.as_ref().map(|i| &i.id) != after.image.as_ref().map(|i| &i.id);
+    changed.then(|| dependency_layer_reused(docker, before.image.as_ref(), after.image.as_ref()))
 }
 
 /// Whether `after` is a new image that shares with `before` its dependency layer and every

@@ -82,7 +82,6 @@ pub fn realistic(
     );
     check::dependency_layer_reused(
         report,
-        &session.docker,
         Scenario::RealisticSourceChange,
         Peer::DevImage,
         &changed,

@@ -210,10 +210,12 @@ impl Session {
             .and_then(|line| {
                 serde_json::from_str(line).context("reading `xtask dev --json`'s object")
             })?;
+        let after = measure::state(&self.docker, &stack.image, &stack.container);
         Ok(Outcome {
             seconds,
             until_answering,
-            after: measure::state(&self.docker, &stack.image, &stack.container),
+            dependency_layer: measure::layer_verdict(&self.docker, &before, &after),
+            after,
             before,
             summary: Some(summary),
         })
@@ -244,10 +246,12 @@ impl Session {
             measure::wait_answering(side.health_port, &side.container, Duration::from_secs(90))?;
             (captured, seconds, started.elapsed().as_secs_f64())
         };
+        let after = measure::state(&self.docker, &side.image, &side.container);
         Ok(Outcome {
             seconds,
             until_answering,
-            after: measure::state(&self.docker, &side.image, &side.container),
+            dependency_layer: measure::layer_verdict(&self.docker, &before, &after),
+            after,
             before,
             summary: None,
         })
