@@ -255,8 +255,20 @@ fn history(docker: &Docker, reference: &str) -> Result<String> {
 impl Size {
     pub fn run(self, project: &Project) -> Result<()> {
         let docker = crate::docker()?;
-        let reference = &project.stack.runner.image;
-        let Some(image) = inspect_image(&docker, reference)? else {
+        let breakdown = breakdown(&docker, &project.stack.runner.image)?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&breakdown)?);
+        } else {
+            print!("{}", breakdown.table());
+        }
+        Ok(())
+    }
+}
+
+/// The breakdown of the image `reference` (built by cargo xtask: it records its base).
+pub fn breakdown(docker: &Docker, reference: &str) -> Result<Breakdown> {
+    {
+        let Some(image) = inspect_image(docker, reference)? else {
             bail!("there is no image {reference}: build it with `cargo xtask dev` or `cargo xtask rebuild-runner`");
         };
         let Some(base_id) = InputManifest::from_labels(&image.labels)
@@ -264,7 +276,7 @@ impl Size {
         else {
             bail!("{reference} does not record its base image (it was not built by cargo xtask): rebuild it with `cargo xtask rebuild-runner`");
         };
-        let base = inspect_image(&docker, &base_id)?.with_context(|| {
+        let base = inspect_image(docker, &base_id)?.with_context(|| {
             format!(
                 "the base image {} is gone: rebuild with `cargo xtask rebuild-runner`",
                 short_id(&base_id)
@@ -275,11 +287,11 @@ impl Size {
             .first()
             .cloned()
             .unwrap_or_else(|| short_id(&base_id).to_string());
-        let base_layers = history(&docker, &base_id)?
+        let base_layers = history(docker, &base_id)?
             .lines()
             .filter(|l| !l.trim().is_empty())
             .count();
-        let layers = parse_history(&history(&docker, &image.id)?, base_layers)?;
+        let layers = parse_history(&history(docker, &image.id)?, base_layers)?;
         let measure = args([
             "run",
             "--rm",
@@ -296,20 +308,14 @@ impl Size {
             .context("measuring the image's files with its own Python")?;
         let measured: Measured = serde_json::from_str(measured.trim())
             .context("reading what the image's Python measured")?;
-        let breakdown = Breakdown::new(
+        Ok(Breakdown::new(
             reference,
             image.size,
             &format!("{base_name} ({})", short_id(&base_id)),
             base.size,
             measured,
             layers,
-        );
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(&breakdown)?);
-        } else {
-            print!("{}", breakdown.table());
-        }
-        Ok(())
+        ))
     }
 }
 

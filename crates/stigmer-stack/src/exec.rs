@@ -37,12 +37,44 @@ pub fn tail_lines(text: &str, count: usize) -> String {
 /// Starts `program <args>` with `env` added, no stdin, and both output pipes for the caller
 /// to drain.
 pub fn spawn_piped(program: &str, args: &[String], env: &[(String, String)]) -> Result<Child> {
-    Command::new(program)
+    spawn_piped_in(program, args, &Surroundings::adding(env))
+}
+
+/// Where a child runs and what its environment holds beyond this process's own: variables
+/// added, variables removed (so a setting of the caller does not leak into a child meant to
+/// run with its default), and a working directory.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Surroundings<'a> {
+    pub env: &'a [(String, String)],
+    pub unset: &'a [&'a str],
+    pub dir: Option<&'a Path>,
+}
+
+impl<'a> Surroundings<'a> {
+    pub fn adding(env: &'a [(String, String)]) -> Surroundings<'a> {
+        Surroundings {
+            env,
+            ..Surroundings::default()
+        }
+    }
+}
+
+/// [`spawn_piped`] with its [`Surroundings`].
+pub fn spawn_piped_in(program: &str, args: &[String], around: &Surroundings) -> Result<Child> {
+    let mut command = Command::new(program);
+    command
         .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        .envs(around.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    for name in around.unset {
+        command.env_remove(name);
+    }
+    if let Some(dir) = around.dir {
+        command.current_dir(dir);
+    }
+    command
         .spawn()
         .with_context(|| format!("starting `{program} {}`", abbreviated(args)))
 }
@@ -55,7 +87,17 @@ pub fn capture(
     env: &[(String, String)],
     deadline: Duration,
 ) -> Result<Option<Captured>> {
-    let mut child = spawn_piped(program, args, env)?;
+    capture_in(program, args, &Surroundings::adding(env), deadline)
+}
+
+/// [`capture`] with its [`Surroundings`].
+pub fn capture_in(
+    program: &str,
+    args: &[String],
+    around: &Surroundings,
+    deadline: Duration,
+) -> Result<Option<Captured>> {
+    let mut child = spawn_piped_in(program, args, around)?;
     // Both pipes drain on their own threads so a chatty command never blocks on a full pipe.
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
@@ -325,6 +367,27 @@ mod tests {
         let long = abbreviated(&["build".to_string(), "x".repeat(200)]);
         assert!(long.chars().count() < 100, "{long}");
         assert_eq!(tail_lines("a\nb\nc", 2), "b\nc");
+    }
+
+    #[test]
+    fn surroundings_set_unset_and_place_the_child() {
+        let env = [("STIGMER_EXEC_TEST_ADDED".to_string(), "yes".to_string())];
+        let around = Surroundings {
+            env: &env,
+            unset: &["HOME"],
+            dir: Some(Path::new("/tmp")),
+        };
+        let script = "echo \"$STIGMER_EXEC_TEST_ADDED ${HOME:-unset} $(pwd)\"".to_string();
+        let captured = capture_in(
+            "/bin/sh",
+            &["-c".to_string(), script],
+            &around,
+            Duration::from_secs(5),
+        )
+        .unwrap()
+        .unwrap();
+        assert!(captured.success, "{captured:?}");
+        assert_eq!(captured.stdout.trim(), "yes unset /tmp");
     }
 
     #[test]

@@ -1,14 +1,19 @@
-//! The benchmark's results as plain data: statistics over runs, the table of medians and
-//! ratios, the targets of issue 4 as a checklist, and the Markdown and JSON they print as.
+//! The benchmark's results as plain data: statistics over runs, one row per scenario with a
+//! figure per tool, the checks and targets, and the machine they were measured on. The JSON
+//! written by `--json` is this, serialized; [`super::markdown`] prints it for people.
 
-use std::fmt::Write as _;
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-/// Median, minimum and maximum of one series of runs, in seconds.
+use super::scenario::{Check, Peer, Scenario, Unit};
+use crate::size::Breakdown;
+
+/// Median, 95th percentile, minimum and maximum of one series of samples.
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
     pub median: f64,
+    pub p95: f64,
     pub min: f64,
     pub max: f64,
     pub samples: Vec<f64>,
@@ -24,94 +29,52 @@ impl Stats {
             n if n % 2 == 1 => sorted[middle],
             _ => (sorted[middle - 1] + sorted[middle]) / 2.0,
         };
+        // Nearest rank: the smallest sample at or above 95 % of the series.
+        let rank = ((sorted.len() as f64) * 0.95).ceil() as usize;
         Some(Stats {
             median,
+            p95: sorted[rank.clamp(1, sorted.len()) - 1],
             min: sorted[0],
             max: sorted[sorted.len() - 1],
             samples: samples.to_vec(),
         })
     }
-
-    fn cell(&self, unit: Unit) -> String {
-        format!(
-            "{} ({}–{})",
-            unit.show(self.median),
-            unit.show(self.min),
-            unit.show(self.max)
-        )
-    }
 }
 
-/// How a row's values print.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Unit {
-    Seconds,
-    Megabytes,
-}
-
-impl Unit {
-    fn show(self, value: f64) -> String {
-        match self {
-            Unit::Seconds if value < 1.0 => format!("{:.0} ms", value * 1000.0),
-            Unit::Seconds => format!("{value:.2} s"),
-            Unit::Megabytes => format!("{value:.1} MB"),
-        }
-    }
-}
-
-/// One scenario measured for both tools.
+/// One scenario: a figure per tool measured, and what the figures cover.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    pub scenario: String,
+    pub scenario: Scenario,
     pub unit: Unit,
-    pub ours: Option<Stats>,
-    pub compose: Option<Stats>,
-    /// What the two numbers cover, when they differ in more than the tool.
+    pub results: BTreeMap<Peer, Stats>,
     pub note: String,
 }
 
-impl Row {
-    /// ours ÷ compose, on medians.
-    pub fn ratio(&self) -> Option<f64> {
-        let (ours, compose) = (self.ours.as_ref()?, self.compose.as_ref()?);
-        (compose.median > 0.0).then(|| ours.median / compose.median)
-    }
-}
-
-/// The rebuild decision's cost for one source tree.
+/// One check on one tool in one scenario.
 #[derive(Debug, Clone, Serialize)]
-pub struct DecisionRow {
-    pub tree: String,
-    pub declared_files: usize,
-    pub ignored_files: usize,
-    pub seconds: Stats,
-    pub files_per_second: f64,
-    pub micros_per_declared_file: f64,
+pub struct CheckResult {
+    pub check: Check,
+    pub scenario: Option<Scenario>,
+    pub peer: Option<Peer>,
+    pub ok: bool,
+    pub detail: String,
 }
 
-/// A floor: what one unavoidable step costs on its own.
-#[derive(Debug, Clone, Serialize)]
-pub struct Floor {
-    pub what: String,
-    pub seconds: Stats,
-}
-
-/// One target of the issue and whether the measurement meets it.
+/// One target of the issues and whether the measurement meets it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
-    pub scenario: String,
+    pub scenario: Scenario,
     pub target: String,
     pub measured: String,
     pub met: bool,
 }
 
-/// A correctness check (no timing): what CI asserts.
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub name: String,
-    pub ok: bool,
-    pub detail: String,
+/// A Compose version found (or not) on this machine.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PeerVersions {
+    pub compose_v2: String,
+    /// `None`: Compose v1 is not installed here.
+    pub compose_v1: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -122,8 +85,9 @@ pub struct Machine {
     pub kernel: String,
     pub docker_engine: String,
     pub storage_driver: String,
-    pub compose: String,
-    /// Containers running on the engine that the benchmark did not start, at its start and end.
+    pub builder: String,
+    pub peers: PeerVersions,
+    /// Containers running on the engine that the benchmark did not start, at start and end.
     pub other_containers: (usize, usize),
 }
 
@@ -133,160 +97,80 @@ pub struct Report {
     pub runs: usize,
     pub machine: Machine,
     pub rows: Vec<Row>,
-    /// Median of each phase `xtask dev` reported for the no-change case, and the rest.
-    pub no_change_phases: Vec<(String, f64)>,
-    /// The same for the one-source-file-changed case.
-    pub source_change_phases: Vec<(String, f64)>,
-    pub decision_in_process: Option<Stats>,
-    pub decision_scaling: Vec<DecisionRow>,
-    pub floors: Vec<Floor>,
-    pub checks: Vec<Check>,
+    /// Medians of the phases `dev --json` reported, no change and source change.
+    pub dev_phases: BTreeMap<Scenario, Vec<(String, f64)>>,
+    pub realistic_size: Option<Breakdown>,
+    pub checks: Vec<CheckResult>,
     pub targets: Vec<Target>,
     pub notes: Vec<String>,
 }
 
 impl Report {
-    pub fn row(&self, scenario: &str) -> Option<&Row> {
-        self.rows.iter().find(|row| row.scenario == scenario)
+    pub fn add(&mut self, scenario: Scenario, peer: Peer, samples: &[f64], note: &str) {
+        let Some(stats) = Stats::of(samples) else {
+            return;
+        };
+        match self.rows.iter_mut().find(|row| row.scenario == scenario) {
+            Some(row) => {
+                row.results.insert(peer, stats);
+                if !note.is_empty() && !row.note.contains(note) {
+                    if !row.note.is_empty() {
+                        row.note.push(' ');
+                    }
+                    row.note.push_str(note);
+                }
+            }
+            None => self.rows.push(Row {
+                scenario,
+                unit: scenario.unit(),
+                results: BTreeMap::from([(peer, stats)]),
+                note: note.to_string(),
+            }),
+        }
     }
 
-    pub fn check(&mut self, name: &str, ok: bool, detail: String) {
-        self.checks.push(Check {
-            name: name.to_string(),
+    pub fn stats(&self, scenario: Scenario, peer: Peer) -> Option<&Stats> {
+        self.rows
+            .iter()
+            .find(|row| row.scenario == scenario)
+            .and_then(|row| row.results.get(&peer))
+    }
+
+    pub fn median(&self, scenario: Scenario, peer: Peer) -> Option<f64> {
+        self.stats(scenario, peer).map(|stats| stats.median)
+    }
+
+    pub fn check(
+        &mut self,
+        check: Check,
+        scenario: Option<Scenario>,
+        peer: Option<Peer>,
+        ok: bool,
+        detail: String,
+    ) {
+        self.checks.push(CheckResult {
+            check,
+            scenario,
+            peer,
             ok,
             detail,
         });
     }
 
-    /// The results as Markdown, for stdout and BENCHMARKS.md.
-    pub fn markdown(&self) -> String {
-        let mut out = String::new();
-        let m = &self.machine;
-        let _ = writeln!(
-            out,
-            "Command: `{}` ({} runs per scenario and tool, alternating)\n",
-            self.command, self.runs
-        );
-        let _ = writeln!(
-            out,
-            "Machine: {} CPUs ({}), {} MB memory, kernel {}, Docker engine {} ({} storage driver), {}; \
-             other containers running on the engine at start/end: {}/{}\n",
-            m.cpus, m.cpu_model, m.memory_mb, m.kernel, m.docker_engine, m.storage_driver, m.compose,
-            m.other_containers.0, m.other_containers.1
-        );
-        if !self.rows.is_empty() {
-            let _ = writeln!(out, "| scenario | `xtask dev` median (min–max) | `docker-compose` median (min–max) | ours ÷ compose | what is measured |");
-            let _ = writeln!(out, "| --- | --- | --- | --- | --- |");
-            for row in &self.rows {
-                let cell = |stats: &Option<Stats>| {
-                    stats
-                        .as_ref()
-                        .map_or_else(|| "–".to_string(), |s| s.cell(row.unit))
-                };
-                let ratio = row
-                    .ratio()
-                    .map_or_else(|| "–".to_string(), |r| format!("{r:.2}"));
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} | {ratio} | {} |",
-                    row.scenario,
-                    cell(&row.ours),
-                    cell(&row.compose),
-                    row.note
-                );
-            }
-            out.push('\n');
-        }
-        for (case, phases) in [
-            ("no change", &self.no_change_phases),
-            ("one source file changed", &self.source_change_phases),
-        ] {
-            if phases.is_empty() {
-                continue;
-            }
-            let _ = writeln!(
-                out,
-                "Where `xtask dev` spends its time, {case} (medians of the phases it reports):\n"
-            );
-            let _ = writeln!(out, "| phase | median |\n| --- | --- |");
-            for (phase, seconds) in phases {
-                let _ = writeln!(out, "| {phase} | {} |", Unit::Seconds.show(*seconds));
-            }
-            out.push('\n');
-        }
-        if let Some(decision) = &self.decision_in_process {
-            let _ = writeln!(
-                out,
-                "The rebuild decision in process on the benchmark's tree (one `docker image inspect` and the hashes): median {} (min {}, max {}).\n",
-                ms(decision.median), ms(decision.min), ms(decision.max)
-            );
-        }
-        if !self.decision_scaling.is_empty() {
-            let _ = writeln!(out, "The rebuild decision's cost against the source tree (hashing and comparing only, warm page cache):\n");
-            let _ = writeln!(out, "| tree | declared files | ignored files | median (min–max) | declared files/s | µs per declared file |");
-            let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
-            for row in &self.decision_scaling {
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} | {} ({}–{}) | {:.0} | {:.1} |",
-                    row.tree,
-                    row.declared_files,
-                    row.ignored_files,
-                    ms(row.seconds.median),
-                    ms(row.seconds.min),
-                    ms(row.seconds.max),
-                    row.files_per_second,
-                    row.micros_per_declared_file
-                );
-            }
-            out.push('\n');
-        }
-        if !self.floors.is_empty() {
-            let _ = writeln!(out, "Floors (what single steps cost on their own):\n");
-            let _ = writeln!(out, "| step | median (min–max) |\n| --- | --- |");
-            for floor in &self.floors {
-                let _ = writeln!(
-                    out,
-                    "| {} | {} |",
-                    floor.what,
-                    floor.seconds.cell(Unit::Seconds)
-                );
-            }
-            out.push('\n');
-        }
-        if !self.checks.is_empty() {
-            let _ = writeln!(out, "Correctness:\n");
-            for check in &self.checks {
-                let mark = if check.ok { "✓" } else { "✗" };
-                let _ = writeln!(out, "- {mark} {}: {}", check.name, check.detail);
-            }
-            out.push('\n');
-        }
-        if !self.targets.is_empty() {
-            let _ = writeln!(out, "Targets:\n");
-            for target in &self.targets {
-                let mark = if target.met { "[x]" } else { "[ ]" };
-                let verdict = if target.met { "met" } else { "NOT met" };
-                let _ = writeln!(
-                    out,
-                    "- {mark} {}: {} — measured {} ({verdict})",
-                    target.scenario, target.target, target.measured
-                );
-            }
-            out.push('\n');
-        }
-        for note in &self.notes {
-            let _ = writeln!(out, "- {note}");
-        }
-        out
-    }
-}
-
-pub fn ms(seconds: f64) -> String {
-    if seconds < 0.01 {
-        format!("{:.2} ms", seconds * 1000.0)
-    } else {
-        format!("{:.1} ms", seconds * 1000.0)
+    pub fn failed_checks(&self) -> Vec<String> {
+        self.checks
+            .iter()
+            .filter(|check| !check.ok)
+            .map(|check| {
+                format!(
+                    "{} ({}, {}): {}",
+                    check.check.label(),
+                    check.peer.map_or("-", |peer| peer.label()),
+                    check.scenario.map_or("-", |scenario| scenario.label()),
+                    check.detail
+                )
+            })
+            .collect()
     }
 }
 
@@ -309,32 +193,20 @@ pub fn parse_memory_usage(text: &str) -> Option<f64> {
     Some(bytes / 1e6)
 }
 
-/// The phase timings `Progress::summary` prints (`  name    0.12s` after `phase timings:`).
-pub fn parse_phase_timings(stderr: &str) -> Vec<(String, f64)> {
-    let Some((_, table)) = stderr.split_once("phase timings:\n") else {
-        return Vec::new();
-    };
-    table
-        .lines()
-        .take_while(|line| line.starts_with("  "))
-        .filter_map(|line| {
-            let line = line.trim();
-            let (name, value) = line.rsplit_once(' ')?;
-            let seconds: f64 = value.strip_suffix('s')?.parse().ok()?;
-            Some((name.trim().to_string(), seconds))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn medians_of_odd_and_even_series() {
+    fn medians_and_percentiles() {
         let odd = Stats::of(&[3.0, 1.0, 2.0]).unwrap();
-        assert_eq!((odd.median, odd.min, odd.max), (2.0, 1.0, 3.0));
+        assert_eq!(
+            (odd.median, odd.min, odd.max, odd.p95),
+            (2.0, 1.0, 3.0, 3.0)
+        );
         assert_eq!(Stats::of(&[4.0, 1.0, 2.0, 3.0]).unwrap().median, 2.5);
+        let hundred: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(Stats::of(&hundred).unwrap().p95, 95.0);
         assert!(Stats::of(&[]).is_none());
     }
 
@@ -347,14 +219,17 @@ mod tests {
     }
 
     #[test]
-    fn phase_timings_from_a_summary() {
-        let stderr = "[10:00:00] ▶ Checking Docker\nphase timings:\n  Checking Docker     0.03s\n  total               0.25s\nagent-runner ...\n";
-        assert_eq!(
-            parse_phase_timings(stderr),
-            vec![
-                ("Checking Docker".to_string(), 0.03),
-                ("total".to_string(), 0.25)
-            ]
+    fn rows_are_keyed_by_scenario_and_peer() {
+        let mut report = Report::default();
+        report.add(Scenario::NoChange, Peer::Dev, &[0.1, 0.2, 0.3], "");
+        report.add(Scenario::NoChange, Peer::ComposeV2, &[1.0], "");
+        assert_eq!(report.rows.len(), 1);
+        assert_eq!(report.median(Scenario::NoChange, Peer::Dev), Some(0.2));
+        assert_eq!(report.median(Scenario::NoChange, Peer::ComposeV1), None);
+        let json = serde_json::to_value(&report).unwrap();
+        assert!(
+            json["rows"][0]["results"]["compose-v2"].is_object(),
+            "{json}"
         );
     }
 }

@@ -39,6 +39,7 @@ use stigmer_stack::tools::COMPOSE_V2;
 
 pub use command_line::{command, BuildCommand, BuildNetwork, BuildRequest, Program};
 pub use detection::{compose_v2, detect, ensure_ready};
+pub use legacy::legacy_dockerfile;
 
 /// The variable that forces a builder.
 pub const BUILDER_ENV: &str = "STIGMER_BUILDER";

@@ -24,3 +24,21 @@ pub use run::check_image;
 
 /// Where the policy lives, for messages.
 pub const POLICY_TABLE: &str = "[tool.stigmer.import-check]";
+
+/// How long the passed import check of `image_id` took, from the report it kept (read by the
+/// benchmark); `None` when no passed report is kept for that image and policy.
+pub fn kept_seconds(
+    cache_dir: &std::path::Path,
+    runner_dir: &std::path::Path,
+    image_id: &str,
+    mounted_source: Option<&str>,
+) -> Option<f64> {
+    let policy = plan::read_policy(runner_dir).ok()?;
+    plan::cached_report(&plan::cache_path(
+        cache_dir,
+        image_id,
+        &policy,
+        mounted_source,
+    ))
+    .map(|report| report.seconds)
+}
