@@ -392,7 +392,7 @@ pub fn watch_reaction(
     Ok(())
 }
 
-/// A package added to (then removed from) `poetry.lock`'s main group before each round:
+/// A package added with Poetry (`poetry add --lock`) to the shipped project before each run:
 /// `dev` sees the lock; compose sees the wheels `dev` prepared from it into the context.
 pub fn lock_change(
     session: &mut Session,
@@ -401,8 +401,8 @@ pub fn lock_change(
     runs: usize,
     phase: &Phase,
 ) -> Result<()> {
-    let lock = session.service_dir.join("poetry.lock");
-    let shipped = std::fs::read_to_string(&lock).context("reading the copy's poetry.lock")?;
+    let shipped = fixture::ShippedLock::read(&session.service_dir)?;
+    let poetry = fixture::poetry(&session.root)?;
     let mut changes = 0;
     let outcomes = alternate(
         session,
@@ -411,7 +411,7 @@ pub fn lock_change(
         runs,
         phase,
         |session, peer| {
-            fixture::lock_with_extra_package(&session.service_dir, &shipped, changes)?;
+            fixture::lock_with_extra_package(&poetry, &session.service_dir, &shipped, changes)?;
             changes += 1;
             // Compose cannot read the lock: it gets the wheels xtask prepares from it (not
             // timed); `dev` prepares them itself, in its own time.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{ensure, Context, Result};
+use stigmer_stack::exec;
 
 /// The file a source-change scenario edits (a comment appended: behaviour is unchanged).
 pub const EDITED_SOURCE: &str = "src/agent_runner/agents/echo.py";
@@ -16,97 +17,107 @@ const VENV_CACHE_ID: &str = "id=stigmer-agent-runner-venv";
 
 /// The packages the lock-change scenario adds, one at a time and a different one for each
 /// run of each tool, so that no tool's build can reuse another's (BuildKit shares its cache
-/// by content): pure-Python wheels without dependencies, with their hashes as PyPI publishes
-/// them. Poetry is not on the benchmark's machines, so the entries are written as Poetry
-/// writes them.
-const EXTRA_PACKAGES: [(&str, &str, &str, &str); 11] = [
-    (
-        "six",
-        "1.17.0",
-        "six-1.17.0-py2.py3-none-any.whl",
-        "4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274",
-    ),
-    (
-        "toml",
-        "0.10.2",
-        "toml-0.10.2-py2.py3-none-any.whl",
-        "806143ae5bfb6a3c6e736a764057db0e6a0e05e338b5630894a5f779cabb4f9b",
-    ),
-    (
-        "tabulate",
-        "0.9.0",
-        "tabulate-0.9.0-py3-none-any.whl",
-        "024ca478df22e9340661486f85298cff5f6dcdba14f3813e8830015b9ed1948f",
-    ),
-    (
-        "termcolor",
-        "2.5.0",
-        "termcolor-2.5.0-py3-none-any.whl",
-        "37b17b5fc1e604945c2642c872a3764b5d547a48009871aea3edd3afa180afb8",
-    ),
-    (
-        "blinker",
-        "1.9.0",
-        "blinker-1.9.0-py3-none-any.whl",
-        "ba0efaa9080b619ff2f3459d1d500c57bddea4a6b424b60a91141db6fd2f08bc",
-    ),
-    (
-        "isodate",
-        "0.7.2",
-        "isodate-0.7.2-py3-none-any.whl",
-        "28009937d8031054830160fce6d409ed342816b543597cece116d966c6d99e15",
-    ),
-    (
-        "ply",
-        "3.11",
-        "ply-3.11-py2.py3-none-any.whl",
-        "096f9b8350b65ebd2fd1346b12452efe5b9607f7482813ffca50c22722a807ce",
-    ),
-    (
-        "decorator",
-        "5.1.1",
-        "decorator-5.1.1-py3-none-any.whl",
-        "b8c3f85900b9dc423225913c5aace94729fe1fa9763b38939a95226f02d37186",
-    ),
-    (
-        "itsdangerous",
-        "2.2.0",
-        "itsdangerous-2.2.0-py3-none-any.whl",
-        "c6242fc49e35958c8b15141343aa660db5fc54d4f13a1db01a3f5891b98700ef",
-    ),
-    (
-        "wcwidth",
-        "0.2.13",
-        "wcwidth-0.2.13-py2.py3-none-any.whl",
-        "3da69048e4540d84af32131829ff948f1e022c1c6bdb8d6102117aac784f6859",
-    ),
-    (
-        "pyparsing",
-        "3.2.0",
-        "pyparsing-3.2.0-py3-none-any.whl",
-        "93d9577b88da0bbea8cc8334ee8b918ed014968fd2ec383e868fb8afb1ccef84",
-    ),
+/// by content): pure-Python wheels without dependencies, none of them in the runner's lock.
+const EXTRA_PACKAGES: [(&str, &str); 11] = [
+    ("six", "1.17.0"),
+    ("toml", "0.10.2"),
+    ("tabulate", "0.9.0"),
+    ("termcolor", "2.5.0"),
+    ("blinker", "1.9.0"),
+    ("isodate", "0.7.2"),
+    ("ply", "3.11"),
+    ("decorator", "5.1.1"),
+    ("itsdangerous", "2.2.0"),
+    ("wcwidth", "0.2.13"),
+    ("pyparsing", "3.2.0"),
 ];
 
-/// Writes `original` (the lock as shipped) with the `index`-th extra package in its main group.
+/// The Poetry the lock changes are made with: the version that wrote the runner's lock.
+const POETRY: &str = "poetry==2.5.1";
+
+/// Poetry in a virtual environment under `target/xtask/poetry/`, installed with pip the
+/// first time; returns the program.
+pub fn poetry(root: &Path) -> Result<PathBuf> {
+    let venv = root.join("target/xtask/poetry");
+    let program = venv.join("bin/poetry");
+    let stamp = venv.join("installed");
+    if fs::read_to_string(&stamp).ok().as_deref() == Some(POETRY) && program.exists() {
+        return Ok(program);
+    }
+    let python = crate::wheels::python_on_host()?;
+    let _ = fs::remove_dir_all(&venv);
+    let venv_text = venv.to_string_lossy();
+    exec::read(&python, &["-m", "venv", &venv_text], root)
+        .context("creating a virtual environment for Poetry")?;
+    let pip = venv.join("bin/pip").to_string_lossy().into_owned();
+    exec::read(
+        &pip,
+        &["install", "--quiet", "--disable-pip-version-check", POETRY],
+        root,
+    )
+    .with_context(|| format!("installing {POETRY} from PyPI"))?;
+    fs::write(&stamp, POETRY).with_context(|| format!("writing {}", stamp.display()))?;
+    Ok(program)
+}
+
+/// Puts the shipped `pyproject.toml` and `poetry.lock` back into `service`, then has Poetry
+/// add the `index`-th extra package to the main group and lock it (`poetry add --lock`, no
+/// install), as a developer changes the lock. Returns the package's name.
 pub fn lock_with_extra_package(
+    poetry: &Path,
     service: &Path,
-    original: &str,
+    shipped: &ShippedLock,
     index: usize,
 ) -> Result<&'static str> {
-    let (name, version, file, hash) = EXTRA_PACKAGES[index % EXTRA_PACKAGES.len()];
-    let entry = format!(
-        "[[package]]\nname = \"{name}\"\nversion = \"{version}\"\ndescription = \"\"\noptional = false\n\
-         python-versions = \"*\"\ngroups = [\"main\"]\nfiles = [\n    {{file = \"{file}\", hash = \"sha256:{hash}\"}},\n]\n\n"
-    );
-    let at = original
-        .find("[metadata]")
-        .context("poetry.lock has no [metadata] table")?;
-    let mut changed = original.to_string();
-    changed.insert_str(at, &entry);
-    let path = service.join("poetry.lock");
-    fs::write(&path, changed).with_context(|| format!("writing {}", path.display()))?;
+    let (name, version) = EXTRA_PACKAGES[index % EXTRA_PACKAGES.len()];
+    shipped.restore(service)?;
+    exec::read(
+        &poetry.to_string_lossy(),
+        &[
+            "add",
+            "--lock",
+            "--no-interaction",
+            &format!("{name}=={version}"),
+        ],
+        service,
+    )
+    .with_context(|| {
+        format!(
+            "`poetry add --lock {name}=={version}` in {}",
+            service.display()
+        )
+    })?;
     Ok(name)
+}
+
+/// A service's `pyproject.toml` and `poetry.lock` as shipped, to put back before each change.
+pub struct ShippedLock {
+    pyproject: String,
+    lock: String,
+}
+
+impl ShippedLock {
+    pub fn read(service: &Path) -> Result<ShippedLock> {
+        let read = |file: &str| {
+            let path = service.join(file);
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+        };
+        Ok(ShippedLock {
+            pyproject: read("pyproject.toml")?,
+            lock: read("poetry.lock")?,
+        })
+    }
+
+    pub fn restore(&self, service: &Path) -> Result<()> {
+        for (file, text) in [
+            ("pyproject.toml", &self.pyproject),
+            ("poetry.lock", &self.lock),
+        ] {
+            let path = service.join(file);
+            fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    }
 }
 
 /// Copies a tree, without virtual environments, caches and built wheels.
@@ -284,16 +295,37 @@ mod tests {
     }
 
     #[test]
-    fn each_lock_change_adds_one_package_to_the_shipped_lock() {
-        let dir = scratch("lock");
-        let lock = "[[package]]\nname = \"a\"\n\n[metadata]\nlock-version = \"2.1\"\n";
-        assert_eq!(lock_with_extra_package(&dir, lock, 0).unwrap(), "six");
-        assert_eq!(lock_with_extra_package(&dir, lock, 1).unwrap(), "toml");
-        let changed = fs::read_to_string(dir.join("poetry.lock")).unwrap();
-        assert!(!changed.contains("six") && changed.contains("name = \"toml\""));
-        assert!(changed.ends_with("[metadata]\nlock-version = \"2.1\"\n"));
-        let parsed: toml::Value = toml::from_str(&changed).unwrap();
-        assert_eq!(parsed["package"].as_array().unwrap().len(), 2);
+    fn the_extra_packages_are_distinct_and_new_to_the_runner_lock() {
+        let lock = fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../backend/services/agent-runner/poetry.lock"),
+        )
+        .unwrap();
+        let names: std::collections::BTreeSet<_> =
+            EXTRA_PACKAGES.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names.len(), EXTRA_PACKAGES.len());
+        for name in names {
+            assert!(!lock.contains(&format!("name = \"{name}\"")), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_lock_is_put_back_before_each_change() {
+        let dir = scratch("shipped");
+        fs::write(dir.join("pyproject.toml"), "[project]\n").unwrap();
+        fs::write(dir.join("poetry.lock"), "[metadata]\n").unwrap();
+        let shipped = ShippedLock::read(&dir).unwrap();
+        fs::write(dir.join("pyproject.toml"), "changed").unwrap();
+        fs::write(dir.join("poetry.lock"), "changed").unwrap();
+        shipped.restore(&dir).unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.join("pyproject.toml")).unwrap(),
+            "[project]\n"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.join("poetry.lock")).unwrap(),
+            "[metadata]\n"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 
