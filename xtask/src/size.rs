@@ -241,7 +241,8 @@ fn readable_step(created_by: &str) -> String {
         .join(" ")
 }
 
-fn history(docker: &Docker, reference: &str) -> Result<String> {
+/// `docker history --human=false --no-trunc --format '{{.Size}}\t{{.CreatedBy}}'`, newest first.
+pub fn history(docker: &Docker, reference: &str) -> Result<String> {
     docker.checked(&args([
         "history",
         "--human=false",

@@ -80,6 +80,31 @@ pub fn wait_answering(port: u16, container: &str, deadline: Duration) -> Result<
     }
 }
 
+/// How long after a command's start a new runner process may take to answer.
+const NEW_PROCESS_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Runs `run`, timed, then until the runner answers on the host: with `new_process`, until a
+/// new runner process answers (see [`until_new_process`]); otherwise until it answers at all
+/// within `answer_deadline`. Returns what `run` returned, its own seconds and the seconds
+/// until the runner answered.
+pub fn timed<T>(
+    docker: &Docker,
+    port: u16,
+    container: &str,
+    new_process: bool,
+    answer_deadline: Duration,
+    run: impl FnOnce() -> Result<T>,
+) -> Result<(T, f64, f64)> {
+    if new_process {
+        return until_new_process(docker, port, container, NEW_PROCESS_DEADLINE, run);
+    }
+    let started = Instant::now();
+    let value = run()?;
+    let seconds = started.elapsed().as_secs_f64();
+    wait_answering(port, container, answer_deadline)?;
+    Ok((value, seconds, started.elapsed().as_secs_f64()))
+}
+
 /// Runs `run` while watching the health endpoint on `port` from another thread, and returns
 /// its result, its own duration and the time from its start until a new runner process
 /// answered: one whose `generation` differs from the one answering before, or one that
@@ -208,18 +233,6 @@ pub fn process_memory(pid_file: &std::path::Path, component: &str) -> Result<f64
     }
 }
 
-/// `docker history --human=false --no-trunc --format '{{.Size}}\t{{.CreatedBy}}'`.
-fn history(docker: &Docker, image: &str) -> Result<String> {
-    docker.checked(&args([
-        "history",
-        "--human=false",
-        "--no-trunc",
-        "--format",
-        "{{.Size}}\t{{.CreatedBy}}",
-        image,
-    ]))
-}
-
 /// Dockerfile instructions that only change the image's configuration: their history rows
 /// make no layer (https://docs.docker.com/reference/dockerfile/). Every other row (RUN, COPY,
 /// ADD, an imported base) does, even when it adds no bytes (a COPY of an empty directory).
@@ -304,7 +317,7 @@ pub fn dependency_layer_reused(
     if before.id == after.id {
         return (false, "no new image was built".to_string());
     }
-    let index = match history(docker, &after.id)
+    let index = match crate::size::history(docker, &after.id)
         .and_then(|text| dependency_layer_index(&text, after.layers.len()))
     {
         Ok(index) => index,

@@ -3,7 +3,7 @@
 //! as a child process with `--json`, its answer read from stdout.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -17,8 +17,6 @@ use crate::base_image::BaseImage;
 
 /// How long one `xtask dev` may take (the realistic fixture's first build included).
 const DEV_DEADLINE: Duration = Duration::from_secs(900);
-/// How long after a command's start a new runner process may take to answer.
-const NEW_PROCESS_DEADLINE: Duration = Duration::from_secs(120);
 /// Settings of the caller that must not reach the benchmark's own stacks.
 pub const UNSET: [&str; 7] = [
     "STIGMER_BACKEND_ENDPOINT",
@@ -185,22 +183,16 @@ impl Session {
         let mut args = vec!["dev", "--json"];
         args.extend(extra);
         let run = || self.xtask(stack, service, &args);
-        let (captured, seconds, until_answering) = if new_process {
-            measure::until_new_process(
-                &self.docker,
-                stack.health_port,
-                &stack.container,
-                NEW_PROCESS_DEADLINE,
-                run,
-            )?
-        } else {
-            let started = Instant::now();
-            let captured = run()?;
-            let seconds = started.elapsed().as_secs_f64();
-            // `dev` returns once the runner answers; this only confirms it from outside.
-            measure::wait_answering(stack.health_port, &stack.container, Duration::from_secs(30))?;
-            (captured, seconds, started.elapsed().as_secs_f64())
-        };
+        // `dev` returns once the runner answers; without a new process this only confirms it
+        // from outside.
+        let (captured, seconds, until_answering) = measure::timed(
+            &self.docker,
+            stack.health_port,
+            &stack.container,
+            new_process,
+            Duration::from_secs(30),
+            run,
+        )?;
         let summary: DevSummary = captured
             .stdout
             .lines()
@@ -231,21 +223,14 @@ impl Session {
     ) -> Result<Outcome> {
         let before = measure::state(&self.docker, &side.image, &side.container);
         let run = || side.run(subcommand);
-        let (_, seconds, until_answering) = if new_process {
-            measure::until_new_process(
-                &self.docker,
-                side.health_port,
-                &side.container,
-                NEW_PROCESS_DEADLINE,
-                run,
-            )?
-        } else {
-            let started = Instant::now();
-            let captured = run()?;
-            let seconds = started.elapsed().as_secs_f64();
-            measure::wait_answering(side.health_port, &side.container, Duration::from_secs(90))?;
-            (captured, seconds, started.elapsed().as_secs_f64())
-        };
+        let (_, seconds, until_answering) = measure::timed(
+            &self.docker,
+            side.health_port,
+            &side.container,
+            new_process,
+            Duration::from_secs(90),
+            run,
+        )?;
         let after = measure::state(&self.docker, &side.image, &side.container);
         Ok(Outcome {
             seconds,
