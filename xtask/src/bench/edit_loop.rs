@@ -330,21 +330,12 @@ pub fn watch_reaction(
     phase: &Phase,
 ) -> Result<()> {
     let dev = watch::dev_watch(session, runs)?;
-    phase.line(&format!(
-        "dev --watch: median {:.0} ms",
-        Stats::of(&dev.seen).map_or(0.0, |s| s.median * 1e3)
-    ));
-    report.add(
-        Scenario::WatchReaction,
+    record_watch(
+        report,
+        phase,
         Peer::DevWatch,
-        &dev.seen,
+        &dev,
         "from writing the edit until the reaction's JSON line arrived (the new process answers by then), debounce included",
-    );
-    report.check(
-        super::scenario::Check::WatchReacted,
-        Some(Scenario::WatchReaction),
-        Some(Peer::DevWatch),
-        !dev.seen.is_empty() && dev.answered == dev.seen.len(),
         format!(
             "{}/{} edits reacted to with a reload whose generation then answered; dev's own figure: median {:.0} ms{}",
             dev.answered,
@@ -367,21 +358,12 @@ pub fn watch_reaction(
             .push(fixture::write_watch_override(&session.service_dir)?);
         side.run(&["up", "-d"])?;
         let theirs = watch::compose_watch(session, &side, runs)?;
-        phase.line(&format!(
-            "compose watch: median {:.0} ms",
-            Stats::of(&theirs.seen).map_or(0.0, |s| s.median * 1e3)
-        ));
-        report.add(
-            Scenario::WatchReaction,
+        record_watch(
+            report,
+            phase,
             Peer::ComposeWatch,
-            &theirs.seen,
+            &theirs,
             "`compose watch --no-up` (its runner as root: see the notes): from writing the edit until the restarted container answers",
-        );
-        report.check(
-            super::scenario::Check::WatchReacted,
-            Some(Scenario::WatchReaction),
-            Some(Peer::ComposeWatch),
-            !theirs.seen.is_empty() && theirs.answered == theirs.seen.len(),
             format!(
                 "{}/{} edits made the container restart and answer",
                 theirs.answered,
@@ -478,4 +460,29 @@ pub fn size_and_memory(session: &Session, report: &mut Report, peers: &[Peer]) -
         );
     }
     Ok(())
+}
+
+/// One watcher's reactions: the progress line, the row and the check that every edit was
+/// reacted to and answered.
+fn record_watch(
+    report: &mut Report,
+    phase: &Phase,
+    peer: Peer,
+    reactions: &watch::Reactions,
+    note: &str,
+    detail: String,
+) {
+    phase.line(&format!(
+        "{}: median {:.0} ms",
+        peer.label(),
+        Stats::of(&reactions.seen).map_or(0.0, |s| s.median * 1e3)
+    ));
+    report.add(Scenario::WatchReaction, peer, &reactions.seen, note);
+    report.check(
+        super::scenario::Check::WatchReacted,
+        Some(Scenario::WatchReaction),
+        Some(peer),
+        !reactions.seen.is_empty() && reactions.answered == reactions.seen.len(),
+        detail,
+    );
 }
