@@ -280,7 +280,13 @@ fn source_change_rebuilds_the_image_without_reinstalling_dependencies() {
 
     let file = sandbox.runner().join("src/agent_runner/__init__.py");
     let mut text = fs::read_to_string(&file).unwrap();
-    text.push_str("\n# a source-only change\n");
+    // Unique to this run: BuildKit keys its cache by content, so an edit made before (by an
+    // earlier run) could come back from that cache on top of other layers than today's.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    text.push_str(&format!("\n# a source-only change {nanos}\n"));
     fs::write(&file, text).unwrap();
     let rebuilt = sandbox.xtask(&["dev", "--image"]);
     assert_success(&rebuilt);
@@ -304,7 +310,7 @@ fn source_change_rebuilds_the_image_without_reinstalling_dependencies() {
     assert_eq!(
         shared,
         new_layers.len() - 1,
-        "only {shared} of {} layers reused",
+        "only {shared} of {} layers reused: {old_layers:?} then {new_layers:?}\n{text}",
         new_layers.len()
     );
     assert_ne!(
