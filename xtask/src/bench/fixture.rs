@@ -296,9 +296,11 @@ mod tests {
 
     #[test]
     fn the_extra_packages_are_distinct_and_new_to_the_runner_lock() {
+        // The checkout found at run time, as every xtask path is.
         let lock = fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../backend/services/agent-runner/poetry.lock"),
+            crate::project_root()
+                .unwrap()
+                .join("backend/services/agent-runner/poetry.lock"),
         )
         .unwrap();
         let names: std::collections::BTreeSet<_> =
