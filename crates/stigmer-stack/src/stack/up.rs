@@ -1,4 +1,4 @@
-//! Bringing the stack up: orphans cleaned, then Temporal, stigmer-server and the runner
+//! Bringing the stack up: stale PID files cleaned, then Temporal, stigmer-server and the runner
 //! container started (each left alone when it already runs as wanted), and, when anything
 //! fails, everything this call started stopped again, so a failed start leaves the machine as
 //! it found it.
@@ -107,7 +107,9 @@ pub fn up(
     _lock: &StackLock,
     progress: &mut Progress,
 ) -> Result<UpReport> {
-    let mut notes = progress.phase("Cleaning up orphans", |_| clean_orphans(config, docker))?;
+    // Stray containers are removed by the runner's start, and only then: a stack left alone
+    // costs no container listing.
+    let mut notes = remove_stale_pid_files(config)?;
     let mut started = Started::default();
     let outcome = start_all(config, docker, request, progress, &mut notes, &mut started);
     if outcome.is_err() {
@@ -194,6 +196,9 @@ fn start_all(
             request.host_user,
         )
     })?;
+    for name in runner.removed_orphans() {
+        notes.push(format!("removed the orphaned container {name}"));
+    }
     if let StartOutcome::Replaced { reason, .. } = &runner {
         notes.push(format!("replaced the agent-runner container: {reason}"));
     }
@@ -224,8 +229,8 @@ fn start_all(
     Ok((temporal, server, runner, ready_after, spec))
 }
 
-/// Stale PID files and containers of this data directory left by a crashed run.
-fn clean_orphans(config: &StackConfig, docker: &Docker) -> Result<Vec<String>> {
+/// Stale PID files of this data directory left by a crashed run.
+fn remove_stale_pid_files(config: &StackConfig) -> Result<Vec<String>> {
     let data_dir = &config.data_dir;
     let mut notes = Vec::new();
     for (component, pid_file) in [
@@ -235,9 +240,6 @@ fn clean_orphans(config: &StackConfig, docker: &Docker) -> Result<Vec<String>> {
         if let Some(reason) = process::remove_stale(&pid_file)? {
             notes.push(format!("removed a stale {component} PID file: {reason}"));
         }
-    }
-    for name in lifecycle::remove_orphans(docker, data_dir, &config.runner.container_name)? {
-        notes.push(format!("removed the orphaned container {name}"));
     }
     Ok(notes)
 }

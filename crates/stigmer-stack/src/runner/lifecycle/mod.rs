@@ -22,6 +22,6 @@ pub use find::{
 };
 pub use readiness::{log_tail, logs_args, reload, wait_until_ready, Generations, Reloaded};
 pub use start_stop::{
-    ensure_running, prepare_workspace, remove_container, remove_orphans, replacement_reason, start,
-    stop, StartOutcome, StopOutcome,
+    ensure_running, prepare_workspace, remove_container, replacement_reason, start, stop,
+    StartOutcome, StopOutcome,
 };

@@ -25,15 +25,16 @@ use crate::stack::DataDir;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartOutcome {
     /// Already running from the wanted image and configuration, and answering: left alone.
-    AlreadyRunning {
-        id: String,
-    },
+    AlreadyRunning { id: String },
+    /// `removed_orphans`: the names of this data directory's stray containers removed first.
     Started {
         id: String,
+        removed_orphans: Vec<String>,
     },
     Replaced {
         id: String,
         reason: String,
+        removed_orphans: Vec<String>,
     },
 }
 
@@ -41,8 +42,20 @@ impl StartOutcome {
     pub fn id(&self) -> &str {
         match self {
             StartOutcome::AlreadyRunning { id }
-            | StartOutcome::Started { id }
+            | StartOutcome::Started { id, .. }
             | StartOutcome::Replaced { id, .. } => id,
+        }
+    }
+
+    pub fn removed_orphans(&self) -> &[String] {
+        match self {
+            StartOutcome::AlreadyRunning { .. } => &[],
+            StartOutcome::Started {
+                removed_orphans, ..
+            }
+            | StartOutcome::Replaced {
+                removed_orphans, ..
+            } => removed_orphans,
         }
     }
 
@@ -85,11 +98,18 @@ pub fn ensure_running(
     };
     // Orphans are looked for on every start, and only then: a stack left alone has none to
     // make room for.
-    remove_orphans(docker, data_dir, &spec.name)?;
+    let removed_orphans = remove_orphans(docker, data_dir, &spec.name)?;
     let id = start(docker, spec, data_dir, host_user)?;
     Ok(match reason {
-        None => StartOutcome::Started { id },
-        Some(reason) => StartOutcome::Replaced { id, reason },
+        None => StartOutcome::Started {
+            id,
+            removed_orphans,
+        },
+        Some(reason) => StartOutcome::Replaced {
+            id,
+            reason,
+            removed_orphans,
+        },
     })
 }
 
@@ -169,7 +189,7 @@ pub fn prepare_workspace(workspace: &Path, host_user: HostUser) -> Result<()> {
 /// Removes containers of ours for this data directory that have another name: left by a
 /// crashed or renamed run. Containers of other data directories (another checkout, a test)
 /// and foreign containers are never touched.
-pub fn remove_orphans(docker: &Docker, data_dir: &DataDir, keep_name: &str) -> Result<Vec<String>> {
+fn remove_orphans(docker: &Docker, data_dir: &DataDir, keep_name: &str) -> Result<Vec<String>> {
     let filter = format!("label={DATA_DIR_LABEL}={}", data_dir.root().display());
     let listing = docker.checked(&args([
         "ps",
