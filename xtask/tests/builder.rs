@@ -11,7 +11,9 @@
 
 mod support;
 
-use support::{assert_success, copy_tree, docker, stderr, take_turn, unique_dir};
+use support::{
+    assert_success, copy_tree, docker, stderr, take_turn, unique_dir, RunnerCopy, StackNames,
+};
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -26,23 +28,32 @@ const LABELS: [&str; 3] = [
     "dev.stigmer.inputs.manifest",
 ];
 
-/// A copy of the runner service and a data directory, removed on drop.
+const NAMES: StackNames = StackNames {
+    image: IMAGE,
+    container: "bk-test-runner",
+    health_port: 27335,
+    server_port: 27334,
+    temporal_port: 27733,
+};
+
+/// A copy of the runner service and a data directory.
 struct Sandbox {
-    root: PathBuf,
+    copy: RunnerCopy,
 }
 
 impl Sandbox {
     fn new(name: &str) -> Sandbox {
-        let root = unique_dir("bk-test", name);
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../backend/services/agent-runner");
-        copy_tree(&source, &root.join("runner"));
-        let _ = fs::remove_dir_all(root.join("runner/wheels"));
-        fs::create_dir_all(root.join("home")).unwrap();
-        Sandbox { root }
+        let copy = RunnerCopy::new("bk-test", name);
+        let _ = fs::remove_dir_all(copy.runner().join("wheels"));
+        Sandbox { copy }
+    }
+
+    fn root(&self) -> &Path {
+        &self.copy.root
     }
 
     fn runner(&self) -> PathBuf {
-        self.root.join("runner")
+        self.copy.runner()
     }
 
     /// The built xtask on this sandbox's copy, with `image`, `builder` (None: the engine
@@ -50,7 +61,7 @@ impl Sandbox {
     fn xtask(
         &self,
         args: &[&str],
-        image: &str,
+        image: &'static str,
         builder: Option<&str>,
         path: Option<&Path>,
     ) -> Output {
@@ -62,22 +73,11 @@ impl Sandbox {
     fn command(
         &self,
         args: &[&str],
-        image: &str,
+        image: &'static str,
         builder: Option<&str>,
         path: Option<&Path>,
     ) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        command
-            .arg("--runner-dir")
-            .arg(self.runner())
-            .args(args)
-            .env("STIGMER_HOME", self.root.join("home"))
-            .env("STIGMER_RUNNER_IMAGE", image)
-            .env("STIGMER_RUNNER_CONTAINER", "bk-test-runner")
-            .env("STIGMER_RUNNER_HEALTH_PORT", "27335")
-            .env("STIGMER_SERVER_PORT", "27334")
-            .env("STIGMER_TEMPORAL_PORT", "27733")
-            .env_remove("STIGMER_BUILDER");
+        let mut command = self.copy.xtask(&StackNames { image, ..NAMES }, args);
         if let Some(builder) = builder {
             command.env("STIGMER_BUILDER", builder);
         }
@@ -104,12 +104,6 @@ impl Sandbox {
     }
 }
 
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.root);
-    }
-}
-
 fn label(image: &str, name: &str) -> String {
     let output = docker(&[
         "image",
@@ -122,7 +116,7 @@ fn label(image: &str, name: &str) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
-fn status(sandbox: &Sandbox, image: &str, builder: &str) -> serde_json::Value {
+fn status(sandbox: &Sandbox, image: &'static str, builder: &str) -> serde_json::Value {
     let output = sandbox.xtask(&["status", "--json"], image, Some(builder), None);
     assert_success(&output);
     serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()["image"].clone()
@@ -221,7 +215,7 @@ fn docker_without_plugins(dir: &Path) -> PathBuf {
 fn a_forced_builder_the_engine_lacks_is_a_clear_error() {
     let _turn = take_turn();
     let sandbox = Sandbox::new("forced");
-    let bin = docker_without_plugins(&sandbox.root);
+    let bin = docker_without_plugins(sandbox.root());
     let output = sandbox.xtask(&["rebuild-runner"], IMAGE, Some("buildx"), Some(&bin));
     assert!(!output.status.success());
     let text = stderr(&output);
@@ -334,7 +328,7 @@ fn a_lock_change_reinstalls_only_what_changed_with_buildkit_and_everything_witho
         "stigmer-agent-runner:bk-test-base-3",
     ]);
     let sandbox = Sandbox::new("lock");
-    let original = sandbox.root.join("original");
+    let original = sandbox.root().join("original");
     copy_tree(&sandbox.runner(), &original);
     let with_six = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lock-change");
     let build = |base: &str, builder: &str| {

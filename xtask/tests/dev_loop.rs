@@ -10,7 +10,7 @@
 
 mod support;
 
-use support::{assert_success, copy_tree, docker, stderr, take_turn, unique_dir};
+use support::{assert_success, docker, stderr, take_turn, RunnerCopy, StackNames};
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -21,33 +21,34 @@ use sha2::{Digest, Sha256};
 
 const IMAGE: &str = "stigmer-agent-runner:xtask-test";
 const CONTAINER: &str = "stigmer-agent-runner-xtask-test";
-const HEALTH_PORT: &str = "7335";
-const SERVER_PORT: &str = "7338";
-const TEMPORAL_PORT: &str = "17633";
+const HEALTH_PORT: u16 = 7335;
+const NAMES: StackNames = StackNames {
+    image: IMAGE,
+    container: CONTAINER,
+    health_port: HEALTH_PORT,
+    server_port: 7338,
+    temporal_port: 17633,
+};
 
-/// A copy of the runner service and a data directory, removed (container included) on drop.
+/// A copy of the runner service and a data directory; the stack is stopped on drop.
 struct Sandbox {
-    root: PathBuf,
+    copy: RunnerCopy,
 }
 
 impl Sandbox {
     fn new(name: &str) -> Sandbox {
-        let root = unique_dir("xtask-test", name);
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../backend/services/agent-runner");
-        copy_tree(&source, &root.join("runner"));
-        fs::create_dir_all(root.join("home")).unwrap();
-        let sandbox = Sandbox { root };
+        let copy = RunnerCopy::new("xtask-test", name);
         // A container left by an earlier, interrupted test run would make every test here fail.
         let _ = docker(&["rm", "--force", CONTAINER]);
-        sandbox
+        Sandbox { copy }
     }
 
     fn runner(&self) -> PathBuf {
-        self.root.join("runner")
+        self.copy.runner()
     }
 
     fn data_dir(&self) -> PathBuf {
-        self.root.join("home/data")
+        self.copy.data_dir()
     }
 
     fn xtask(&self, args: &[&str]) -> Output {
@@ -62,28 +63,14 @@ impl Sandbox {
         command.output().expect("xtask runs")
     }
 
-    /// The built xtask on this sandbox's copy, with the sandbox's names set on the child only.
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        command
-            .arg("--runner-dir")
-            .arg(self.runner())
-            .args(args)
-            .env("STIGMER_HOME", self.root.join("home"))
-            .env("STIGMER_RUNNER_IMAGE", IMAGE)
-            .env("STIGMER_RUNNER_CONTAINER", CONTAINER)
-            .env("STIGMER_RUNNER_HEALTH_PORT", HEALTH_PORT)
-            .env("STIGMER_SERVER_PORT", SERVER_PORT)
-            .env("STIGMER_TEMPORAL_PORT", TEMPORAL_PORT)
-            .env_remove("STIGMER_LOG_LEVEL");
-        command
+        self.copy.xtask(&NAMES, args)
     }
 }
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = self.xtask(&["stop"]);
-        let _ = fs::remove_dir_all(&self.root);
     }
 }
 
@@ -226,9 +213,7 @@ fn a_mounted_source_change_reloads_the_runner_without_a_build() {
         inspect(CONTAINER, "{{index .Config.Labels \"dev.stigmer.mode\"}}").as_deref(),
         Some("mounted")
     );
-    let health = || {
-        stigmer_stack::http::healthz(HEALTH_PORT.parse().unwrap(), Duration::from_secs(2)).unwrap()
-    };
+    let health = || stigmer_stack::http::healthz(HEALTH_PORT, Duration::from_secs(2)).unwrap();
     let before = health()["generation"].as_u64().unwrap();
 
     let file = sandbox.runner().join("src/agent_runner/agents/echo.py");

@@ -16,7 +16,7 @@
 
 mod support;
 
-use support::{assert_success, copy_tree, docker, stderr, take_turn, unique_dir};
+use support::{assert_success, docker, stderr, take_turn, unique_dir, RunnerCopy, StackNames};
 
 use std::fs;
 use std::io::{Read, Write};
@@ -27,9 +27,13 @@ use std::time::{Duration, Instant};
 
 const IMAGE: &str = "stigmer-agent-runner:registry-test";
 const CONTAINER: &str = "stigmer-agent-runner-registry-test";
-const HEALTH_PORT: &str = "7351";
-const SERVER_PORT: &str = "7352";
-const TEMPORAL_PORT: &str = "17733";
+const NAMES: StackNames = StackNames {
+    image: IMAGE,
+    container: CONTAINER,
+    health_port: 7351,
+    server_port: 7352,
+    temporal_port: 17733,
+};
 /// These tests' own name for the base image made from Debian's packages.
 const BASE: &str = "stigmer-registry-test-base:bookworm";
 const MADE_BASE: &str = "stigmer-python-base:3.11-bookworm";
@@ -136,16 +140,14 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 /// A copy of the runner service and a data directory; the container, the server and this
 /// test's image are removed on drop.
 struct Sandbox {
-    root: PathBuf,
+    copy: RunnerCopy,
 }
 
 impl Sandbox {
     fn new(name: &str) -> Sandbox {
-        let root = unique_dir("xtask-registry", name);
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../backend/services/agent-runner");
-        copy_tree(&source, &root.join("runner"));
-        fs::create_dir_all(root.join("home")).unwrap();
-        let sandbox = Sandbox { root };
+        let sandbox = Sandbox {
+            copy: RunnerCopy::new("xtask-registry", name),
+        };
         // What an earlier, interrupted run left would decide these tests for them.
         let _ = docker(&["rm", "--force", CONTAINER]);
         let _ = docker(&["image", "rm", IMAGE]);
@@ -154,12 +156,7 @@ impl Sandbox {
     }
 
     fn xtask(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        command
-            .arg("--runner-dir")
-            .arg(self.root.join("runner"))
-            .args(args);
-        self.stack_env(&mut command);
+        let mut command = self.copy.xtask(&NAMES, args);
         command.env("STIGMER_BASE_IMAGE", BASE);
         for (key, value) in env {
             command.env(key, value);
@@ -171,7 +168,7 @@ impl Sandbox {
         let binary = Path::new(env!("CARGO_BIN_EXE_xtask")).with_file_name("stigmer");
         let mut command = Command::new(&binary);
         command.args(args);
-        self.stack_env(&mut command);
+        self.copy.stack_env(&NAMES, &mut command);
         for (key, value) in env {
             command.env(key, value);
         }
@@ -179,25 +176,12 @@ impl Sandbox {
             .output()
             .unwrap_or_else(|err| panic!("running {}: {err}", binary.display()))
     }
-
-    fn stack_env(&self, command: &mut Command) {
-        command
-            .env("STIGMER_HOME", self.root.join("home"))
-            .env("STIGMER_RUNNER_IMAGE", IMAGE)
-            .env("STIGMER_RUNNER_CONTAINER", CONTAINER)
-            .env("STIGMER_RUNNER_HEALTH_PORT", HEALTH_PORT)
-            .env("STIGMER_SERVER_PORT", SERVER_PORT)
-            .env("STIGMER_TEMPORAL_PORT", TEMPORAL_PORT)
-            .env_remove("STIGMER_REGISTRY")
-            .env_remove("STIGMER_LOG_LEVEL");
-    }
 }
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = self.xtask(&["stop"], &[]);
         let _ = docker(&["image", "rm", IMAGE]);
-        let _ = fs::remove_dir_all(&self.root);
     }
 }
 

@@ -10,60 +10,51 @@ mod support;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use stigmer_stack::http::healthz;
 use stigmer_stack::server::api::Api;
-use support::{assert_success, copy_tree, docker, stderr, unique_dir};
+use support::{assert_success, docker, stderr, RunnerCopy, StackNames};
 
 const IMAGE: &str = "stigmer-agent-runner:watch-test";
 const CONTAINER: &str = "stigmer-agent-runner-watch-test";
 const HEALTH_PORT: u16 = 7345;
 const SERVER_PORT: u16 = 7348;
-const TEMPORAL_PORT: &str = "17833";
+const NAMES: StackNames = StackNames {
+    image: IMAGE,
+    container: CONTAINER,
+    health_port: HEALTH_PORT,
+    server_port: SERVER_PORT,
+    temporal_port: 17833,
+};
 
+/// A copy of the runner service and a data directory; the stack is stopped on drop.
 struct Sandbox {
-    root: PathBuf,
+    copy: RunnerCopy,
 }
 
 impl Sandbox {
     fn new() -> Sandbox {
-        let root = unique_dir("xtask-watch", "stack");
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../backend/services/agent-runner");
-        copy_tree(&source, &root.join("runner"));
-        fs::create_dir_all(root.join("home")).unwrap();
+        let copy = RunnerCopy::new("xtask-watch", "stack");
         let _ = docker(&["rm", "--force", CONTAINER]);
-        Sandbox { root }
+        Sandbox { copy }
     }
 
     fn runner(&self) -> PathBuf {
-        self.root.join("runner")
+        self.copy.runner()
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        command
-            .arg("--runner-dir")
-            .arg(self.runner())
-            .args(args)
-            .env("STIGMER_HOME", self.root.join("home"))
-            .env("STIGMER_RUNNER_IMAGE", IMAGE)
-            .env("STIGMER_RUNNER_CONTAINER", CONTAINER)
-            .env("STIGMER_RUNNER_HEALTH_PORT", HEALTH_PORT.to_string())
-            .env("STIGMER_SERVER_PORT", SERVER_PORT.to_string())
-            .env("STIGMER_TEMPORAL_PORT", TEMPORAL_PORT)
-            .env_remove("STIGMER_TEMPORAL_ADDRESS");
-        command
+        self.copy.xtask(&NAMES, args)
     }
 }
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = self.command(&["stop"]).output();
-        let _ = fs::remove_dir_all(&self.root);
     }
 }
 

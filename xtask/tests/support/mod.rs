@@ -64,3 +64,71 @@ pub fn assert_success(output: &Output) {
         stderr(output)
     );
 }
+
+/// The names a test binary gives its stack, set on the child only, so that it never touches a
+/// developer's stack or another test binary's.
+pub struct StackNames {
+    pub image: &'static str,
+    pub container: &'static str,
+    pub health_port: u16,
+    pub server_port: u16,
+    pub temporal_port: u16,
+}
+
+/// A copy of the agent-runner service and a home directory of its own, under a temporary
+/// directory no other test uses; removed on drop.
+pub struct RunnerCopy {
+    pub root: PathBuf,
+}
+
+impl RunnerCopy {
+    pub fn new(prefix: &str, name: &str) -> RunnerCopy {
+        let root = unique_dir(prefix, name);
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../backend/services/agent-runner");
+        copy_tree(&source, &root.join("runner"));
+        fs::create_dir_all(root.join("home")).unwrap();
+        RunnerCopy { root }
+    }
+
+    pub fn runner(&self) -> PathBuf {
+        self.root.join("runner")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.join("home/data")
+    }
+
+    /// The built xtask on this copy.
+    pub fn xtask(&self, names: &StackNames, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        command.arg("--runner-dir").arg(self.runner()).args(args);
+        self.stack_env(names, &mut command);
+        command
+    }
+
+    /// The stack's names and this copy's home on `command`, and none of the caller's settings
+    /// that would change what the test sees.
+    pub fn stack_env(&self, names: &StackNames, command: &mut Command) {
+        command
+            .env("STIGMER_HOME", self.root.join("home"))
+            .env("STIGMER_RUNNER_IMAGE", names.image)
+            .env("STIGMER_RUNNER_CONTAINER", names.container)
+            .env("STIGMER_RUNNER_HEALTH_PORT", names.health_port.to_string())
+            .env("STIGMER_SERVER_PORT", names.server_port.to_string())
+            .env("STIGMER_TEMPORAL_PORT", names.temporal_port.to_string());
+        for setting in [
+            "STIGMER_LOG_LEVEL",
+            "STIGMER_TEMPORAL_ADDRESS",
+            "STIGMER_REGISTRY",
+            "STIGMER_BUILDER",
+        ] {
+            command.env_remove(setting);
+        }
+    }
+}
+
+impl Drop for RunnerCopy {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
