@@ -81,6 +81,7 @@ fn alternate(
     Ok(outcomes)
 }
 
+/// The rows of one scenario and, where `dev` ran, the medians of its phases.
 fn record(
     report: &mut Report,
     scenario: Scenario,
@@ -88,6 +89,9 @@ fn record(
     until_answering: bool,
     note: &str,
 ) {
+    if let Some(dev) = outcomes.get(&Peer::Dev) {
+        report.dev_phases.insert(scenario, phase_medians(dev));
+    }
     for (peer, runs) in outcomes {
         let samples: Vec<f64> = runs
             .iter()
@@ -193,11 +197,6 @@ pub fn unchanged(
     for (peer, runs) in &outcomes {
         check::no_build_no_restart(report, Scenario::NoChange, *peer, runs);
     }
-    if let Some(dev) = outcomes.get(&Peer::Dev) {
-        report
-            .dev_phases
-            .insert(Scenario::NoChange, phase_medians(dev));
-    }
     record(
         report,
         Scenario::NoChange,
@@ -256,9 +255,6 @@ pub fn source_change(
         }
     }
     if let Some(dev) = outcomes.get(&Peer::Dev) {
-        report
-            .dev_phases
-            .insert(Scenario::SourceChange, phase_medians(dev));
         let whole = Stats::of(&dev.iter().map(|o| o.seconds).collect::<Vec<_>>());
         let reload = Stats::of(
             &dev.iter()
@@ -405,11 +401,6 @@ pub fn lock_change(
     )?;
     for (peer, runs) in &outcomes {
         check::rebuilt(report, Scenario::LockChange, *peer, runs);
-    }
-    if let Some(dev) = outcomes.get(&Peer::Dev) {
-        report
-            .dev_phases
-            .insert(Scenario::LockChange, phase_medians(dev));
     }
     record(
         report,
