@@ -53,6 +53,7 @@ const GROUPS: [(&str, &[Scenario]); 3] = [
             Scenario::RealisticFirstBuild,
             Scenario::RealisticNoChange,
             Scenario::RealisticSourceChange,
+            Scenario::RealisticReload,
             Scenario::RealisticImageSize,
             Scenario::RealisticIdleMemory,
             Scenario::RealisticImportCheck,

@@ -1,23 +1,96 @@
 //! The realistic fixture's figures (issue 9): the original runner's dependency set, about 86
 //! locked packages with two path dependencies, built and run by `xtask dev --image` under a
-//! stack of its own: first build with the base image present, no change, a source-only change
-//! that must reuse the dependency layer, the image's size split by `cargo xtask size`'s code,
-//! idle memory, and the in-image import check's time from the report `dev` kept.
+//! stack of its own, beside Compose v2 on the same fixture (runs alternate): first build with
+//! the base image present, no change, a source-only change that must reuse the dependency
+//! layer, image size (`dev`'s split by `cargo xtask size`'s code) and idle memory; then the
+//! in-image import check's time from the report `dev` kept, and `dev`'s reload with the
+//! source mounted.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
+use stigmer_stack::runner::lifecycle;
 use stigmer_stack::ui::progress::Phase;
 
 use super::check;
 use super::fixture::{self, EDITED_SOURCE};
-use super::measure;
+use super::measure::{self, Outcome};
+use super::peer::{ComposeSetting, ComposeSide};
 use super::report::Report;
 use super::scenario::{Peer, Scenario};
 use super::session::{DevStack, Session};
 
 /// The realistic stack's first port (server; health + 1, Temporal + 2).
 const PORT: u16 = 7481;
+/// The health port of Compose v2's runner on the realistic fixture.
+const COMPOSE_HEALTH_PORT: u16 = 7486;
+
+/// The fixture as `dev` and Compose v2 see it.
+struct Sides<'a> {
+    stack: &'a DevStack,
+    service: &'a Path,
+    compose: Option<&'a ComposeSide>,
+}
+
+impl Sides<'_> {
+    /// One run of `peer`: `dev` mounted or `--image`, or `compose up -d --build` (`--wait`
+    /// when a new process is expected).
+    fn run(&self, session: &Session, peer: Peer, new_process: bool) -> Result<Outcome> {
+        match (peer, self.compose) {
+            (Peer::Dev, _) => session.dev(self.stack, self.service, &[], new_process),
+            (Peer::DevImage, _) => session.dev(self.stack, self.service, &["--image"], new_process),
+            (_, Some(side)) if new_process => {
+                session.compose(side, &["up", "-d", "--build", "--wait"], true)
+            }
+            (_, Some(side)) => session.compose(side, &["up", "-d", "--build"], false),
+            (_, None) => anyhow::bail!("{} is not set up", peer.label()),
+        }
+    }
+
+    /// `runs` rounds over `peers`; with `edit`, one source file changed before each run.
+    fn alternate(
+        &self,
+        session: &mut Session,
+        peers: &[Peer],
+        runs: usize,
+        edit: bool,
+        phase: &Phase,
+    ) -> Result<BTreeMap<Peer, Vec<Outcome>>> {
+        let mut outcomes: BTreeMap<Peer, Vec<Outcome>> = BTreeMap::new();
+        for _ in 0..runs {
+            for &peer in peers {
+                if edit {
+                    let edit = session.next_edit();
+                    fixture::append_comment(self.service, EDITED_SOURCE, edit)?;
+                }
+                let outcome = self.run(session, peer, edit)?;
+                phase.line(&format!(
+                    "{}: {:.2} s, answering after {:.2} s",
+                    peer.label(),
+                    outcome.seconds,
+                    outcome.until_answering
+                ));
+                outcomes.entry(peer).or_default().push(outcome);
+            }
+        }
+        Ok(outcomes)
+    }
+}
+
+/// Rows of `scenario`, one per tool, from each run's time until the runner answered.
+fn add_rows(
+    report: &mut Report,
+    scenario: Scenario,
+    outcomes: &BTreeMap<Peer, Vec<Outcome>>,
+    note: &str,
+) {
+    for (peer, runs) in outcomes {
+        let samples: Vec<f64> = runs.iter().map(|o| o.until_answering).collect();
+        report.add(scenario, *peer, &samples, note);
+    }
+}
 
 pub fn realistic(
     session: &mut Session,
@@ -27,20 +100,37 @@ pub fn realistic(
 ) -> Result<()> {
     let scratch = session.scratch.join("realistic");
     let service = fixture::assemble_realistic(&session.root, &scratch)?;
-    fixture::fresh_venv_cache(&service, &format!("{}-realistic", std::process::id()))?;
     let stack = DevStack::new(&session.scratch, "realistic", PORT);
     session.realistic = Some((stack.clone(), service.clone()));
-    let image = ["--image"];
+    let compose = compose_side(session, &stack, &service)?;
+    if let Some(side) = &compose {
+        // Pushed first, so cleaning up takes it down whatever happens next.
+        session.compose.push(side.clone());
+    }
+    let sides = Sides {
+        stack: &stack,
+        service: &service,
+        compose: compose.as_ref(),
+    };
+    let mut peers = vec![Peer::DevImage];
+    peers.extend(compose.as_ref().map(|side| side.peer));
 
-    let first = session.dev(&stack, &service, &image, true)?;
-    phase.line(&format!("first build: {:.1} s", first.seconds));
-    report.add(
-        Scenario::RealisticFirstBuild,
-        Peer::DevImage,
-        &[first.seconds],
-        "no image, an empty venv cache; wheels from the host's cache; build, start, smoke checks",
-    );
-    if let Some(summary) = &first.summary {
+    // First builds, each from a venv cache of its own; `dev` builds first, and lays out the
+    // wheels compose builds from.
+    let mut first = BTreeMap::new();
+    for &peer in &peers {
+        fixture::fresh_venv_cache(
+            &service,
+            &format!("{}-realistic-{peer:?}", std::process::id()),
+        )?;
+        first.insert(peer, vec![sides.run(session, peer, true)?]);
+    }
+    // Untimed: `dev` brought up to date with the Dockerfile the last first build used.
+    sides.run(session, Peer::DevImage, true)?;
+    if let Some(summary) = first
+        .get(&Peer::DevImage)
+        .and_then(|runs| runs[0].summary.as_ref())
+    {
         report.dev_phases.insert(
             Scenario::RealisticFirstBuild,
             summary
@@ -50,44 +140,93 @@ pub fn realistic(
                 .collect(),
         );
     }
-
-    let mut unchanged = Vec::new();
-    for _ in 0..runs {
-        unchanged.push(session.dev(&stack, &service, &image, false)?);
-    }
-    report.add(
-        Scenario::RealisticNoChange,
-        Peer::DevImage,
-        &unchanged.iter().map(|o| o.seconds).collect::<Vec<_>>(),
-        "",
+    add_rows(
+        report,
+        Scenario::RealisticFirstBuild,
+        &first,
+        "no image, an empty venv cache; wheels from the host's cache; until the runner answers",
     );
-    check::no_build_no_restart(
+
+    let unchanged = sides.alternate(session, &peers, runs, false, phase)?;
+    for (peer, runs) in &unchanged {
+        check::no_build_no_restart(report, Scenario::RealisticNoChange, *peer, runs);
+    }
+    add_rows(
         report,
         Scenario::RealisticNoChange,
-        Peer::DevImage,
         &unchanged,
+        "the whole command, stack running",
     );
 
-    let mut changed = Vec::new();
-    for _ in 0..runs.min(3) {
-        let edit = session.next_edit();
-        fixture::append_comment(&service, EDITED_SOURCE, edit)?;
-        changed.push(session.dev(&stack, &service, &image, true)?);
+    let changed = sides.alternate(session, &peers, runs.min(3), true, phase)?;
+    for (peer, runs) in &changed {
+        check::dependency_layer_reused(report, Scenario::RealisticSourceChange, *peer, runs);
     }
-    report.add(
-        Scenario::RealisticSourceChange,
-        Peer::DevImage,
-        &changed.iter().map(|o| o.seconds).collect::<Vec<_>>(),
-        "the image rebuilt with the new source, the container replaced, smoke checks",
-    );
-    check::dependency_layer_reused(
+    add_rows(
         report,
         Scenario::RealisticSourceChange,
-        Peer::DevImage,
         &changed,
+        "image rebuilt with the new source, container replaced; until the new process answers",
     );
 
-    let breakdown = crate::size::breakdown(&session.docker, &stack.image)?;
+    size_and_memory(session, report, &sides)?;
+    import_check(session, report, &stack, &service);
+
+    // The source mounted (the default mode): untimed switch, then reloads.
+    sides.run(session, Peer::Dev, true)?;
+    let reloaded = sides.alternate(session, &[Peer::Dev], runs, true, phase)?;
+    for (peer, runs) in &reloaded {
+        check::reloaded_without_build(report, Scenario::RealisticReload, *peer, runs);
+    }
+    add_rows(
+        report,
+        Scenario::RealisticReload,
+        &reloaded,
+        "source mounted, the runner process reloaded; until the new process answers",
+    );
+    session.xtask(&stack, &service, &["stop"])?;
+    if let Some(side) = &compose {
+        side.run(&["down", "--timeout", "5"])?;
+    }
+    Ok(())
+}
+
+/// Compose v2 on the fixture, a worker of the realistic stack's Temporal and server; `None`
+/// when the benchmark has no Compose v2.
+fn compose_side(
+    session: &Session,
+    stack: &DevStack,
+    service: &Path,
+) -> Result<Option<ComposeSide>> {
+    let Some(v2) = session
+        .compose
+        .iter()
+        .find(|side| side.peer == Peer::ComposeV2)
+    else {
+        return Ok(None);
+    };
+    let base = session.base_reference();
+    let setting = ComposeSetting {
+        base_image: &base,
+        backend: stack,
+        host_user: session.host_user,
+        scratch: &session.scratch,
+        service_dir: service,
+    };
+    let side = ComposeSide::new(
+        Peer::ComposeV2,
+        v2.program.clone(),
+        "realistic-v2",
+        COMPOSE_HEALTH_PORT,
+        &setting,
+    );
+    lifecycle::prepare_workspace(&side.workspace, session.host_user)?;
+    Ok(Some(side))
+}
+
+/// Each tool's image size (`dev`'s split by `cargo xtask size`'s code) and idle memory.
+fn size_and_memory(session: &mut Session, report: &mut Report, sides: &Sides) -> Result<()> {
+    let breakdown = crate::size::breakdown(&session.docker, &sides.stack.image)?;
     report.add(
         Scenario::RealisticImageSize,
         Peer::DevImage,
@@ -95,26 +234,49 @@ pub fn realistic(
         "base + installed dependencies + the rest, split below",
     );
     report.realistic_size = Some(breakdown);
-    let memory = measure::idle_container_memory(
-        &session.docker,
-        &stack.container,
-        stack.health_port,
-        Duration::from_secs(5),
-        Duration::from_secs(60),
-    )?;
-    report.add(
-        Scenario::RealisticIdleMemory,
+    let mut containers = vec![(
         Peer::DevImage,
-        &[memory],
-        "`docker stats` MemUsage, 5 s after it answered",
-    );
+        sides.stack.container.clone(),
+        sides.stack.health_port,
+    )];
+    if let Some(side) = sides.compose {
+        if let Some(image) = measure::state(&session.docker, &side.image, &side.container).image {
+            report.add(
+                Scenario::RealisticImageSize,
+                side.peer,
+                &[image.size as f64 / 1e6],
+                "base + installed dependencies + the rest, split below",
+            );
+        }
+        containers.push((side.peer, side.container.clone(), side.health_port));
+    }
+    for (peer, container, port) in containers {
+        let memory = measure::idle_container_memory(
+            &session.docker,
+            &container,
+            port,
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+        )?;
+        report.add(
+            Scenario::RealisticIdleMemory,
+            peer,
+            &[memory],
+            "`docker stats` MemUsage, 5 s after it answered",
+        );
+    }
+    Ok(())
+}
+
+/// The in-image import check's own time, from the report `dev` kept for the image.
+fn import_check(session: &Session, report: &mut Report, stack: &DevStack, service: &Path) {
     let image_id = measure::state(&session.docker, &stack.image, &stack.container)
         .image
         .map(|image| image.id)
         .unwrap_or_default();
     match crate::import_check::kept_seconds(
         &session.root.join("target/xtask"),
-        &service,
+        service,
         &image_id,
         None,
     ) {
@@ -128,6 +290,4 @@ pub fn realistic(
             .notes
             .push("realistic import check: no kept report was found for the image".to_string()),
     }
-    session.xtask(&stack, &service, &["stop"])?;
-    Ok(())
 }

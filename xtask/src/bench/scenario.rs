@@ -64,6 +64,7 @@ pub enum Scenario {
     RealisticFirstBuild,
     RealisticNoChange,
     RealisticSourceChange,
+    RealisticReload,
     RealisticImageSize,
     RealisticIdleMemory,
     RealisticImportCheck,
@@ -89,8 +90,9 @@ impl Scenario {
             Scenario::IdleMemory => "idle memory of the runner container",
             Scenario::RealisticFirstBuild => "realistic: first build, base image present",
             Scenario::RealisticNoChange => "realistic: no change",
-            Scenario::RealisticSourceChange => {
-                "realistic: source-only change, image rebuilt (`--image`)"
+            Scenario::RealisticSourceChange => "realistic: one source file changed, image rebuilt",
+            Scenario::RealisticReload => {
+                "realistic: one source file changed, source mounted (the default)"
             }
             Scenario::RealisticImageSize => "realistic: image size",
             Scenario::RealisticIdleMemory => "realistic: idle memory of the runner container",
