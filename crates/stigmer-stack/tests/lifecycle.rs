@@ -1,5 +1,5 @@
 //! Engine-backed tests of the lifecycle: waiting for a runner that never becomes ready, bridge
-//! networking, and engine identity. They use the image `stigmer-agent-runner:test` that `cargo xtask ci` builds, and
+//! networking, engine identity, and orphans removed on a start. They use the image `stigmer-agent-runner:test` that `cargo xtask ci` builds, and
 //! fail (never skip) without an engine or that image.
 
 // A panic is how a test fails, helpers included.
@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use stigmer_stack::docker::inspect::{ContainerState, RunStatus};
 use stigmer_stack::docker::Docker;
 use stigmer_stack::runner::lifecycle::{
-    ensure_running, inspect_container, inspect_image, stop, wait_until_ready, StopOutcome,
+    ensure_running, inspect_container, inspect_image, stop, wait_until_ready, StartOutcome,
+    StopOutcome,
 };
 use stigmer_stack::runner::spec::{ContainerSpec, HostUser, RunnerSettings, ENGINE_LABEL};
 use stigmer_stack::stack::DataDir;
@@ -184,4 +185,50 @@ fn nothing_recorded_on_another_engine_is_acted_on() {
     };
     assert_eq!(kept.status, RunStatus::Running);
     let _ = docker.capture(&["rm".to_string(), "--force".to_string(), created]);
+}
+
+#[test]
+fn an_orphan_of_the_data_directory_goes_when_the_runner_starts_and_only_then() {
+    let settings = RunnerSettings {
+        health_port: 7366,
+        ..RunnerSettings::default()
+    };
+    // A container of this data directory under another name: what a renamed or crashed run
+    // leaves behind.
+    let (docker, old, cleanup) =
+        start_test_container("stigmer-agent-runner-orphan-test", settings.clone(), |_| {});
+    let data_dir = cleanup.data_dir.clone();
+    let user = HostUser::current();
+    let settings = RunnerSettings {
+        image: IMAGE.to_string(),
+        container_name: "stigmer-agent-runner-orphan-test-new".to_string(),
+        health_port: 7367,
+        ..settings
+    };
+    let spec = ContainerSpec::agent_runner(&settings, &data_dir, user);
+    let _new = Cleanup {
+        data_dir: data_dir.clone(),
+        name: spec.name.clone(),
+    };
+    let image = inspect_image(&docker, IMAGE).unwrap().unwrap();
+
+    let started = ensure_running(&docker, &spec, &image.id, &data_dir, user).unwrap();
+    assert!(
+        matches!(started, StartOutcome::Started { .. }),
+        "{started:?}"
+    );
+    assert_eq!(started.removed_orphans(), std::slice::from_ref(&old.name));
+    assert_eq!(
+        inspect_container(&docker, &old.name).unwrap(),
+        ContainerState::Absent
+    );
+
+    wait_until_ready(&docker, &spec, Duration::from_secs(60)).unwrap();
+    let again = ensure_running(&docker, &spec, &image.id, &data_dir, user).unwrap();
+    assert_eq!(
+        again,
+        StartOutcome::AlreadyRunning {
+            id: started.id().to_string()
+        }
+    );
 }
