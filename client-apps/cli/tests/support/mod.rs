@@ -69,6 +69,10 @@ pub fn temporal_cli() -> PathBuf {
     stigmer_stack::temporal::binary(&config.temporal, &config.tools_dir, |_| {}).unwrap()
 }
 
+/// How long one `stigmer` command of a test may take (a first start pulls nothing, but a
+/// stop waits out grace periods).
+pub const COMMAND_DEADLINE: Duration = Duration::from_secs(300);
+
 /// One test's stack: its data directory and the environment its `stigmer` children get.
 pub struct Stack {
     pub home: PathBuf,
@@ -117,8 +121,10 @@ impl Stack {
         command
     }
 
+    /// `stigmer <args>` to its end; one that runs past [`COMMAND_DEADLINE`] fails the test
+    /// instead of holding the suite.
     pub fn stigmer(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
+        self.stigmer_env(args, &[])
     }
 
     /// Like [`Stack::stigmer`], with extra variables for this one child.
@@ -127,7 +133,12 @@ impl Stack {
         for (key, value) in extra {
             command.env(key, value);
         }
-        command.output().unwrap()
+        let child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_with_deadline(child, COMMAND_DEADLINE)
     }
 
     pub fn data(&self) -> PathBuf {
@@ -310,19 +321,48 @@ pub fn signal(child: &Child, signal: i32) {
 }
 
 pub fn wait_with_deadline(mut child: Child, deadline: Duration) -> Output {
+    // Read as it comes, so a child that writes more than a pipe holds cannot stall.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
     let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
         if started.elapsed() > deadline {
             let _ = child.kill();
-            let output = child.wait_with_output().unwrap();
+            let _ = child.wait();
             panic!(
                 "not finished within {deadline:?}; stderr:\n{}",
-                text(&output.stderr)
+                text(&stderr.join().unwrap())
             );
         }
         std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
     }
-    child.wait_with_output().unwrap()
 }
 
 /// Starts `command` and returns once a line of its stderr contains `needle`, with the child;

@@ -137,35 +137,46 @@ pub fn launch(spec: &ProcessSpec) -> Result<Launch> {
         .open(&spec.log_file)
         .with_context(|| format!("opening {}", spec.log_file.display()))?;
     let log_offset = log.metadata().map(|meta| meta.len()).unwrap_or(0);
-    let mut child = crate::exec::spawn_detached(&spec.program, &spec.args, log)
-        .with_context(|| format!("starting {}", spec.component))?;
-    let pid = i32::try_from(child.id()).context("the PID does not fit a pid_t")?;
-    let record = match proc_stat(pid) {
-        Some(stat) => PidRecord {
-            pid,
-            start_time: stat.start_time,
-        },
-        None => {
+    // A forced exit between the start and the PID file would leave a process no stop can
+    // find, holding the ports the next start needs.
+    let (child, pid) = crate::ui::interrupt::hold_forced_exit(|| -> Result<(Child, i32)> {
+        let mut child = crate::exec::spawn_detached(&spec.program, &spec.args, log)
+            .with_context(|| format!("starting {}", spec.component))?;
+        let pid = i32::try_from(child.id()).context("the PID does not fit a pid_t")?;
+        let record = match proc_stat(pid) {
+            Some(stat) => PidRecord {
+                pid,
+                start_time: stat.start_time,
+            },
+            None => {
+                let _ = child.wait();
+                bail!(
+                    "{} exited at once; the end of {}:\n{}",
+                    spec.component,
+                    spec.log_file.display(),
+                    log_since(&spec.log_file, log_offset)
+                );
+            }
+        };
+        if let Err(err) = write_pid_file(&spec.pid_file, &record) {
+            // Unrecorded, it could never be stopped: it goes at once.
+            let _ = child.kill();
             let _ = child.wait();
-            bail!(
-                "{} exited at once; the end of {}:\n{}",
-                spec.component,
-                spec.log_file.display(),
-                log_since(&spec.log_file, log_offset)
-            );
+            return Err(err);
         }
-    };
-    let pid_dir = spec
-        .pid_file
-        .parent()
-        .context("a PID file has a directory")?;
-    fs::create_dir_all(pid_dir).with_context(|| format!("creating {}", pid_dir.display()))?;
-    crate::files::write_atomically(&spec.pid_file, record.to_line().as_bytes())?;
+        Ok((child, pid))
+    })?;
     Ok(Launch::Launched(Launched {
         child,
         pid,
         log_offset,
     }))
+}
+
+fn write_pid_file(pid_file: &Path, record: &PidRecord) -> Result<()> {
+    let pid_dir = pid_file.parent().context("a PID file has a directory")?;
+    fs::create_dir_all(pid_dir).with_context(|| format!("creating {}", pid_dir.display()))?;
+    crate::files::write_atomically(pid_file, record.to_line().as_bytes())
 }
 
 fn wait_until_ready(spec: &ProcessSpec, child: &mut Child, log_offset: u64) -> Result<()> {

@@ -2,13 +2,18 @@
 //!
 //! Long steps (a build, a readiness wait) poll [`requested`] and end with [`Interrupted`];
 //! a child process that did not get the terminal's signal itself (no terminal, as in tests
-//! and CI) is interrupted by the step that runs it.
+//! and CI) is interrupted by the step that runs it. The few steps whose half-done state
+//! nothing would record (a process started but its PID file not yet written) run under
+//! [`hold_forced_exit`], and a forced exit waits for them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 
 static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
+/// Held by [`hold_forced_exit`]; a forced exit takes it first.
+static FORCE_GATE: Mutex<()> = Mutex::new(());
 
 /// The error a step ends with when Ctrl-C stopped it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,10 +37,23 @@ pub fn install() -> Result<()> {
             eprintln!("\n⚠ stopping after cleaning up… press Ctrl-C again to force");
         } else {
             eprintln!("\n✗ forced to stop");
+            // The handler runs on a thread of its own: it waits here until no step is
+            // half-done, then exits.
+            let _gate = FORCE_GATE
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             std::process::exit(130);
         }
     })
     .context("installing the Ctrl-C handler")
+}
+
+/// Runs `step` with a forced exit (the second Ctrl-C) held back until it returns.
+pub fn hold_forced_exit<T>(step: impl FnOnce() -> T) -> T {
+    let _gate = FORCE_GATE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    step()
 }
 
 pub fn requested() -> bool {
