@@ -9,6 +9,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -98,35 +99,70 @@ pub fn capture_in(
     deadline: Duration,
 ) -> Result<Option<Captured>> {
     let mut child = spawn_piped_in(program, args, around)?;
-    // Both pipes drain on their own threads so a chatty command never blocks on a full pipe.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
+    let output = PipeReaders::take_from(&mut child);
+    let Some(status) =
+        wait_within(&mut child, deadline).with_context(|| format!("waiting for `{program}`"))?
+    else {
+        return Ok(None);
     };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|pipe| Box::new(pipe) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|pipe| Box::new(pipe) as Box<dyn Read + Send>),
-    );
+    let (stdout, stderr) = output.collect();
+    Ok(Some(Captured {
+        success: status.success(),
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }))
+}
+
+/// What a child writes on its piped stdout and stderr, read on threads of their own as it
+/// comes, so a chatty child never blocks on a full pipe.
+pub struct PipeReaders {
+    stdout: JoinHandle<Vec<u8>>,
+    stderr: JoinHandle<Vec<u8>>,
+}
+
+impl PipeReaders {
+    pub fn take_from(child: &mut Child) -> PipeReaders {
+        let read = |pipe: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut bytes);
+                }
+                bytes
+            })
+        };
+        PipeReaders {
+            stdout: read(
+                child
+                    .stdout
+                    .take()
+                    .map(|pipe| Box::new(pipe) as Box<dyn Read + Send>),
+            ),
+            stderr: read(
+                child
+                    .stderr
+                    .take()
+                    .map(|pipe| Box::new(pipe) as Box<dyn Read + Send>),
+            ),
+        }
+    }
+
+    /// Everything written (stdout, stderr), once the child has exited.
+    pub fn collect(self) -> (Vec<u8>, Vec<u8>) {
+        (
+            self.stdout.join().unwrap_or_default(),
+            self.stderr.join().unwrap_or_default(),
+        )
+    }
+}
+
+/// The child's exit status, or `None` when it ran past `deadline` and was killed.
+pub fn wait_within(child: &mut Child, deadline: Duration) -> std::io::Result<Option<ExitStatus>> {
     let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child
-            .try_wait()
-            .with_context(|| format!("waiting for `{program}`"))?
-        {
-            break status;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
         }
         if started.elapsed() >= deadline {
             // The child may already be gone; either way it no longer matters.
@@ -135,14 +171,7 @@ pub fn capture_in(
             return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(2));
-    };
-    let joined = |reader: std::thread::JoinHandle<Vec<u8>>| reader.join().unwrap_or_default();
-    Ok(Some(Captured {
-        success: status.success(),
-        code: status.code(),
-        stdout: String::from_utf8_lossy(&joined(stdout)).into_owned(),
-        stderr: String::from_utf8_lossy(&joined(stderr)).into_owned(),
-    }))
+    }
 }
 
 /// Runs `program <args>`, handing each line of its output (stdout, then stderr) to `on_line`

@@ -56,15 +56,29 @@ fn alternate(
     peers: &[Peer],
     runs: usize,
     phase: &Phase,
+    prepare: impl FnMut(&mut Session, Peer) -> Result<()>,
+) -> Result<BTreeMap<Peer, Vec<Outcome>>> {
+    rounds(session, peers, runs, phase, prepare, |session, peer| {
+        run_once(session, scenario, peer)
+    })
+}
+
+/// `runs` rounds over `peers`: `prepare`, then `run`, for each.
+pub(super) fn rounds(
+    session: &mut Session,
+    peers: &[Peer],
+    runs: usize,
+    phase: &Phase,
     mut prepare: impl FnMut(&mut Session, Peer) -> Result<()>,
+    run: impl Fn(&Session, Peer) -> Result<Outcome>,
 ) -> Result<BTreeMap<Peer, Vec<Outcome>>> {
     let mut outcomes: BTreeMap<Peer, Vec<Outcome>> = BTreeMap::new();
-    for run in 1..=runs {
+    for round in 1..=runs {
         for &peer in peers {
             prepare(session, peer)?;
-            let outcome = run_once(session, scenario, peer)?;
+            let outcome = run(session, peer)?;
             phase.line(&format!(
-                "run {run} {}: {:.2} s, answering after {:.2} s (image {}, container {})",
+                "run {round} {}: {:.2} s, answering after {:.2} s (image {}, container {})",
                 peer.label(),
                 outcome.seconds,
                 outcome.until_answering,
@@ -82,7 +96,7 @@ fn alternate(
 }
 
 /// The rows of one scenario and, where `dev` ran, the medians of its phases.
-fn record(
+pub(super) fn record(
     report: &mut Report,
     scenario: Scenario,
     outcomes: &BTreeMap<Peer, Vec<Outcome>>,
@@ -436,19 +450,14 @@ pub fn size_and_memory(session: &Session, report: &mut Report, peers: &[Peer]) -
                 "`docker image inspect` Size, base included",
             );
         }
-        let memory = measure::idle_container_memory(
-            &session.docker,
-            &container,
-            port,
-            Duration::from_secs(5),
-            Duration::from_secs(60),
-        )?;
-        report.add(
+        idle_memory(
+            session,
+            report,
             Scenario::IdleMemory,
             peer,
-            &[memory],
-            "`docker stats` MemUsage, 5 s after it answered",
-        );
+            &container,
+            port,
+        )?;
     }
     Ok(())
 }
@@ -476,4 +485,29 @@ fn record_watch(
         !reactions.seen.is_empty() && reactions.answered == reactions.seen.len(),
         detail,
     );
+}
+
+/// The runner container's idle memory, as a row of `scenario`.
+pub(super) fn idle_memory(
+    session: &Session,
+    report: &mut Report,
+    scenario: Scenario,
+    peer: Peer,
+    container: &str,
+    health_port: u16,
+) -> Result<()> {
+    let memory = measure::idle_container_memory(
+        &session.docker,
+        container,
+        health_port,
+        Duration::from_secs(5),
+        Duration::from_secs(60),
+    )?;
+    report.add(
+        scenario,
+        peer,
+        &[memory],
+        "`docker stats` MemUsage, 5 s after it answered",
+    );
+    Ok(())
 }

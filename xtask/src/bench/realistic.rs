@@ -8,13 +8,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Result;
 use stigmer_stack::runner::lifecycle;
 use stigmer_stack::ui::progress::Phase;
 
 use super::check;
+use super::edit_loop;
 use super::fixture::{self, EDITED_SOURCE};
 use super::measure::{self, Outcome};
 use super::peer::{ComposeSetting, ComposeSide};
@@ -58,37 +58,16 @@ impl Sides<'_> {
         edit: bool,
         phase: &Phase,
     ) -> Result<BTreeMap<Peer, Vec<Outcome>>> {
-        let mut outcomes: BTreeMap<Peer, Vec<Outcome>> = BTreeMap::new();
-        for _ in 0..runs {
-            for &peer in peers {
-                if edit {
-                    let edit = session.next_edit();
-                    fixture::append_comment(self.service, EDITED_SOURCE, edit)?;
-                }
-                let outcome = self.run(session, peer, edit)?;
-                phase.line(&format!(
-                    "{}: {:.2} s, answering after {:.2} s",
-                    peer.label(),
-                    outcome.seconds,
-                    outcome.until_answering
-                ));
-                outcomes.entry(peer).or_default().push(outcome);
+        let prepare = |session: &mut Session, _| {
+            if edit {
+                let edit = session.next_edit();
+                fixture::append_comment(self.service, EDITED_SOURCE, edit)?;
             }
-        }
-        Ok(outcomes)
-    }
-}
-
-/// Rows of `scenario`, one per tool, from each run's time until the runner answered.
-fn add_rows(
-    report: &mut Report,
-    scenario: Scenario,
-    outcomes: &BTreeMap<Peer, Vec<Outcome>>,
-    note: &str,
-) {
-    for (peer, runs) in outcomes {
-        let samples: Vec<f64> = runs.iter().map(|o| o.until_answering).collect();
-        report.add(scenario, *peer, &samples, note);
+            Ok(())
+        };
+        edit_loop::rounds(session, peers, runs, phase, prepare, |session, peer| {
+            self.run(session, peer, edit)
+        })
     }
 }
 
@@ -140,10 +119,11 @@ pub fn realistic(
                 .collect(),
         );
     }
-    add_rows(
+    edit_loop::record(
         report,
         Scenario::RealisticFirstBuild,
         &first,
+        true,
         "no image, an empty venv cache; wheels from the host's cache; until the runner answers",
     );
 
@@ -151,10 +131,11 @@ pub fn realistic(
     for (peer, runs) in &unchanged {
         check::no_build_no_restart(report, Scenario::RealisticNoChange, *peer, runs);
     }
-    add_rows(
+    edit_loop::record(
         report,
         Scenario::RealisticNoChange,
         &unchanged,
+        false,
         "the whole command, stack running",
     );
 
@@ -162,10 +143,11 @@ pub fn realistic(
     for (peer, runs) in &changed {
         check::dependency_layer_reused(report, Scenario::RealisticSourceChange, *peer, runs);
     }
-    add_rows(
+    edit_loop::record(
         report,
         Scenario::RealisticSourceChange,
         &changed,
+        true,
         "image rebuilt with the new source, container replaced; until the new process answers",
     );
 
@@ -178,10 +160,11 @@ pub fn realistic(
     for (peer, runs) in &reloaded {
         check::reloaded_without_build(report, Scenario::RealisticReload, *peer, runs);
     }
-    add_rows(
+    edit_loop::record(
         report,
         Scenario::RealisticReload,
         &reloaded,
+        true,
         "source mounted, the runner process reloaded; until the new process answers",
     );
     session.xtask(&stack, &service, &["stop"])?;
@@ -251,19 +234,14 @@ fn size_and_memory(session: &mut Session, report: &mut Report, sides: &Sides) ->
         containers.push((side.peer, side.container.clone(), side.health_port));
     }
     for (peer, container, port) in containers {
-        let memory = measure::idle_container_memory(
-            &session.docker,
-            &container,
-            port,
-            Duration::from_secs(5),
-            Duration::from_secs(60),
-        )?;
-        report.add(
+        edit_loop::idle_memory(
+            session,
+            report,
             Scenario::RealisticIdleMemory,
             peer,
-            &[memory],
-            "`docker stats` MemUsage, 5 s after it answered",
-        );
+            &container,
+            port,
+        )?;
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use stigmer_stack::exec::{self, PipeReaders};
 use stigmer_stack::http;
 
 pub const IMAGE: &str = "stigmer-agent-runner:test";
@@ -321,47 +322,19 @@ pub fn signal(child: &Child, signal: i32) {
 }
 
 pub fn wait_with_deadline(mut child: Child, deadline: Duration) -> Output {
-    // Read as it comes, so a child that writes more than a pipe holds cannot stall.
-    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-    );
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "not finished within {deadline:?}; stderr:\n{}",
-                text(&stderr.join().unwrap())
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let output = PipeReaders::take_from(&mut child);
+    let status = exec::wait_within(&mut child, deadline).unwrap();
+    let (stdout, stderr) = output.collect();
+    let Some(status) = status else {
+        panic!(
+            "not finished within {deadline:?}; stderr:\n{}",
+            text(&stderr)
+        );
     };
     Output {
         status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
+        stdout,
+        stderr,
     }
 }
 
