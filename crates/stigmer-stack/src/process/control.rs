@@ -326,6 +326,58 @@ mod tests {
     }
 
     #[test]
+    fn a_process_is_alive_until_its_last_thread_exits() {
+        use super::super::procfs::any_thread_running;
+        // The main thread ends (pthread_exit) while another thread sleeps: the main thread is
+        // a zombie, and the process still holds its listening socket.
+        let script = "import ctypes, socket, sys, threading, time\n\
+                      s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n\
+                      print(s.getsockname()[1], flush=True)\n\
+                      threading.Thread(target=time.sleep, args=(60,)).start()\n\
+                      ctypes.CDLL(None).pthread_exit(None)\n";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs (the agent-runner's tests need it too)");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let port: u16 = line.trim().parse().unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while proc_stat(pid).unwrap().state != 'Z' {
+            assert!(Instant::now() < deadline, "the main thread never exited");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let record = PidRecord {
+            pid,
+            start_time: proc_stat(pid).unwrap().start_time,
+        };
+        assert!(port_answers(port));
+        assert!(is_ours_and_alive(record));
+        let pid_file = std::env::temp_dir().join(format!("stigmer-thread-test-{pid}.pid"));
+        fs::write(&pid_file, record.to_line()).unwrap();
+        assert_eq!(state(&pid_file), ProcessState::Running { record });
+
+        child.kill().unwrap();
+        while any_thread_running(pid) {
+            assert!(Instant::now() < deadline, "the process never exited");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Exited, not yet reaped: gone, and so is its port.
+        assert_eq!(proc_stat(pid).unwrap().state, 'Z');
+        assert!(!is_ours_and_alive(record));
+        assert!(matches!(state(&pid_file), ProcessState::Stale { .. }));
+        assert!(!port_answers(port));
+        child.wait().unwrap();
+        fs::remove_file(pid_file).unwrap();
+    }
+
+    #[test]
     fn the_holder_of_a_port_is_named_and_never_touched() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();

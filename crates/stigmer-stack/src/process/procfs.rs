@@ -59,9 +59,26 @@ pub(super) fn proc_stat(pid: i32) -> Option<ProcStat> {
     parse_proc_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
-/// Whether `record` names a live process that is the one we started.
+/// Whether `record` names a live process that is the one we started. A process whose main
+/// thread has exited shows as a zombie while its other threads are still exiting, and they
+/// still hold its open files, listening sockets included (seen with Temporal, a Go program:
+/// its port answered after its main thread was a zombie). So it is alive until every thread
+/// has exited.
 pub(super) fn is_ours_and_alive(record: PidRecord) -> bool {
-    matches!(proc_stat(record.pid), Some(stat) if stat.state != 'Z' && stat.start_time == record.start_time)
+    matches!(proc_stat(record.pid), Some(stat) if stat.start_time == record.start_time)
+        && any_thread_running(record.pid)
+}
+
+pub(super) fn any_thread_running(pid: i32) -> bool {
+    let Ok(threads) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    threads.flatten().any(|thread| {
+        fs::read_to_string(thread.path().join("stat"))
+            .ok()
+            .and_then(|stat| parse_proc_stat(&stat))
+            .is_some_and(|stat| !matches!(stat.state, 'Z' | 'X'))
+    })
 }
 
 /// Seconds a process started `start_time` ticks after boot has been running.
@@ -118,14 +135,14 @@ pub fn state(pid_file: &Path) -> ProcessState {
         None => ProcessState::Stale {
             reason: format!("process {} is gone", record.pid),
         },
-        Some(stat) if stat.state == 'Z' => ProcessState::Stale {
-            reason: format!("process {} has exited", record.pid),
-        },
         Some(stat) if stat.start_time != record.start_time => ProcessState::Stale {
             reason: format!(
                 "process {} is another program that got the same PID later",
                 record.pid
             ),
+        },
+        Some(_) if !any_thread_running(record.pid) => ProcessState::Stale {
+            reason: format!("process {} has exited", record.pid),
         },
         Some(_) => ProcessState::Running { record },
     }
