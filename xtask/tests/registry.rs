@@ -409,6 +409,11 @@ impl Drop for SecondEngine {
         let _ = Command::new("ip")
             .args(["link", "del", SECOND_BRIDGE])
             .output();
+        // dockerd leaves its network namespace mounted under its exec root (seen with 20.10);
+        // mounted, the directory cannot be removed.
+        let _ = Command::new("umount")
+            .arg(self.dir.join("exec/netns/default"))
+            .output();
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
