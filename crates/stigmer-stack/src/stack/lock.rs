@@ -35,13 +35,11 @@ impl StackLock {
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
         if !flock(&file, libc::LOCK_EX | libc::LOCK_NB)? {
-            let mut current = String::new();
-            let _ = file.read_to_string(&mut current);
-            let current = current.trim();
+            let current = holder_of(&mut file);
             on_wait(if current.is_empty() {
                 "another command"
             } else {
-                current
+                &current
             });
             flock(&file, libc::LOCK_EX)?;
         }
@@ -68,6 +66,23 @@ impl StackLock {
         }
         StackLock::acquire(data_dir, holder, on_wait).map(Some)
     }
+}
+
+/// Who holds the lock, as the holder wrote it. A holder that has just taken the lock writes
+/// its name a moment later (the file is empty in between), so an empty file is read again for
+/// up to 100 ms; empty after that, the holder is not known.
+fn holder_of(file: &mut File) -> String {
+    for _ in 0..50 {
+        let mut current = String::new();
+        if file.seek(SeekFrom::Start(0)).is_ok() && file.read_to_string(&mut current).is_ok() {
+            let current = current.trim();
+            if !current.is_empty() {
+                return current.to_string();
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    String::new()
 }
 
 /// `true` when the lock was taken, `false` when a non-blocking attempt found it held.
