@@ -179,19 +179,15 @@ impl Session {
         extra: &[&str],
         new_process: bool,
     ) -> Result<Outcome> {
-        let before = measure::state(&self.docker, &stack.image, &stack.container);
         let mut args = vec!["dev", "--json"];
         args.extend(extra);
-        let run = || self.xtask(stack, service, &args);
         // `dev` returns once the runner answers; without a new process this only confirms it
         // from outside.
-        let (captured, seconds, until_answering) = measure::timed(
-            &self.docker,
-            stack.health_port,
-            &stack.container,
+        let (captured, mut outcome) = self.measured(
+            (&stack.image, &stack.container, stack.health_port),
             new_process,
             Duration::from_secs(30),
-            run,
+            || self.xtask(stack, service, &args),
         )?;
         let summary: DevSummary = captured
             .stdout
@@ -202,15 +198,8 @@ impl Session {
             .and_then(|line| {
                 serde_json::from_str(line).context("reading `xtask dev --json`'s object")
             })?;
-        let after = measure::state(&self.docker, &stack.image, &stack.container);
-        Ok(Outcome {
-            seconds,
-            until_answering,
-            dependency_layer: measure::layer_verdict(&self.docker, &before, &after),
-            after,
-            before,
-            summary: Some(summary),
-        })
+        outcome.summary = Some(summary);
+        Ok(outcome)
     }
 
     /// `compose <subcommand>`, timed, then until the runner answers on the host (with
@@ -221,24 +210,43 @@ impl Session {
         subcommand: &[&str],
         new_process: bool,
     ) -> Result<Outcome> {
-        let before = measure::state(&self.docker, &side.image, &side.container);
-        let run = || side.run(subcommand);
-        let (_, seconds, until_answering) = measure::timed(
-            &self.docker,
-            side.health_port,
-            &side.container,
+        let (_, outcome) = self.measured(
+            (&side.image, &side.container, side.health_port),
             new_process,
             Duration::from_secs(90),
+            || side.run(subcommand),
+        )?;
+        Ok(outcome)
+    }
+
+    /// `run`, timed, with the image and container (`watched`: image, container, health port)
+    /// before and after it.
+    fn measured(
+        &self,
+        watched: (&str, &str, u16),
+        new_process: bool,
+        answer_within: Duration,
+        run: impl FnOnce() -> Result<exec::Captured>,
+    ) -> Result<(exec::Captured, Outcome)> {
+        let (image, container, health_port) = watched;
+        let before = measure::state(&self.docker, image, container);
+        let (captured, seconds, until_answering) = measure::timed(
+            &self.docker,
+            health_port,
+            container,
+            new_process,
+            answer_within,
             run,
         )?;
-        let after = measure::state(&self.docker, &side.image, &side.container);
-        Ok(Outcome {
+        let after = measure::state(&self.docker, image, container);
+        let outcome = Outcome {
             seconds,
             until_answering,
             dependency_layer: measure::layer_verdict(&self.docker, &before, &after),
             after,
             before,
             summary: None,
-        })
+        };
+        Ok((captured, outcome))
     }
 }
